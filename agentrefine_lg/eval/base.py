@@ -1,0 +1,223 @@
+"""The contract every held-out evaluation task follows, the task registry, and small shared helpers.
+
+A task module ``agentrefine_lg.eval.<task>`` exposes:
+
+- ``TASK: TaskInfo`` — name, family, description, whether it is held out, and an honesty note
+  (e.g. "stands in for Jericho");
+- ``available() -> str | None`` — None when it can run on this machine, else the reason
+  (missing package, no Java, ...). The harness reports unavailable tasks, it never fakes them;
+- ``make_env(episode: int, seed: int = 0, **options) -> TextEnv`` — episode ``i`` of the task, deterministic
+  for a given ``(episode, seed)``. ``step`` never raises on unknown text: it answers with
+  ``error='parameter_error'`` (no such command) or ``'logic_error'`` (the engine refused it).
+
+Only this module is imported eagerly; engines load inside the task modules, so ``agentrefine eval --help``
+does not start a JVM or import gym.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import re
+import string
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Protocol
+
+from agentrefine_lg.env import TextEnv
+from agentrefine_lg.errors import InputError
+from agentrefine_lg.schema import ActionSpec, Script
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a task is, for reports: ``name`` as on the command line, ``family`` the paper's column."""
+
+    name: str
+    family: str
+    description: str
+    held_out: bool = True
+    note: str = ""
+
+
+class TaskModule(Protocol):
+    TASK: TaskInfo
+
+    def available(self) -> str | None: ...
+
+    def make_env(self, episode: int, seed: int = 0, **options: Any) -> TextEnv: ...
+
+
+#: task name -> module. ``jericho`` runs TextWorld-Express games: the original Jericho ROMs can't be had offline.
+TASKS: dict[str, str] = {
+    "babyai": "agentrefine_lg.eval.babyai",
+    "sciworld": "agentrefine_lg.eval.sciworld",
+    "pddl": "agentrefine_lg.eval.pddl",
+    "alfworld": "agentrefine_lg.eval.alfworld",
+    "jericho": "agentrefine_lg.eval.twx",
+}
+
+
+def task_names() -> list[str]:
+    """The registered task names, in report order."""
+    return list(TASKS)
+
+
+def load_task(name: str) -> TaskModule:
+    """Import the module of task ``name``; a clear :class:`InputError` for unknown names."""
+    key = name.strip().lower()
+    if key not in TASKS:
+        raise InputError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}", field="tasks")
+    return importlib.import_module(TASKS[key])  # type: ignore[return-value]
+
+
+def parse_task_list(spec: str | Sequence[str]) -> list[str]:
+    """``"babyai,pddl"`` or ``["babyai", "pddl"]`` or ``"all"`` -> validated, de-duplicated task names."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in items:
+        item = item.strip().lower()
+        if not item:
+            continue
+        if item == "all":
+            names.extend(n for n in TASKS if n not in names)
+            continue
+        if item not in TASKS:
+            raise InputError(f"unknown task {item!r}; known tasks: {', '.join(TASKS)}", field="tasks")
+        if item not in names:
+            names.append(item)
+    if not names:
+        raise InputError(f"no task given; known tasks: {', '.join(TASKS)}", field="tasks")
+    return names
+
+
+def task_unavailable(name: str) -> str | None:
+    """None when task ``name`` can run here, else why not (an import failure counts as a reason)."""
+    try:
+        module = load_task(name)
+    except ImportError as exc:  # the task module itself needs a missing package at import time
+        return f"cannot import {TASKS[name]}: {exc}"
+    return module.available()
+
+
+def missing_modules(*modules: str) -> str | None:
+    """Helper for ``available()``: None when every module imports, else which one is missing and why."""
+    for mod in modules:
+        try:
+            with quiet():
+                importlib.import_module(mod)
+        except Exception as exc:  # noqa: BLE001 - any import failure makes the task unavailable
+            return f"python package for {mod!r} unavailable ({type(exc).__name__}: {exc}); pip install 'agentrefine-lg[eval]'"
+    return None
+
+
+# --- action templates -> verification regexes (the training data's schema, decisions 5/6) ---
+
+_SLOT = "(.+?)"
+
+
+def template_regex(template: str) -> str:
+    """A verification regex for a template: literal words, flexible whitespace, one group per ``{slot}``.
+
+    ``"stack {block} {target}"`` -> ``^\\s*stack\\s+(.+?)\\s+(.+?)\\s*$`` (case is folded by the caller).
+    """
+    parts: list[str] = []
+    for literal, slot, _, _ in string.Formatter().parse(template):
+        for i, word in enumerate(literal.split(" ")):
+            if i > 0:
+                parts.append(r"\s+")
+            parts.append(re.escape(word))
+        if slot is not None:
+            parts.append(_SLOT)
+    body = "".join(parts)
+    return rf"^\s*{body}\s*$"
+
+
+def action_spec(template: str, description: str, parameters: Mapping[str, Iterable[str]] | None = None) -> ActionSpec:
+    """One ``Available Actions`` entry with a regex derived from the template."""
+    params = {slot: sorted({str(v) for v in values}) for slot, values in (parameters or {}).items()}
+    return ActionSpec(template=template, description=description,
+                      verification_code=template_regex(template), parameters=params)
+
+
+def make_script(environment: Any, goal: str, completion_conditions: Sequence[str],
+                actions: Sequence[ActionSpec]) -> Script:
+    """Assemble a :class:`Script` from parts (action specs keyed by their template)."""
+    return Script(
+        environment=environment,
+        goal=goal,
+        completion_conditions=list(completion_conditions),
+        available_actions={spec.template: spec for spec in actions},
+    )
+
+
+def normalize_action(action: str | None) -> str:
+    """Lower-case, strip, collapse whitespace, drop a trailing period: how actions are compared."""
+    text = " ".join((action or "").strip().split()).lower()
+    return text.rstrip(".").strip()
+
+
+class RunningMax:
+    """AgentBoard reports progress as a running maximum over the episode."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def update(self, value: float) -> float:
+        self.value = max(self.value, min(1.0, max(0.0, float(value))))
+        return self.value
+
+
+# --- engine noise ---
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence Python-level prints of engines (minigrid's "Sampling rejected", gym's banner)."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
+
+
+@contextlib.contextmanager
+def quiet_fds() -> Iterator[None]:
+    """Like :func:`quiet`, also for writes to file descriptors 1/2 (subprocesses, JVMs, C code)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        with quiet():
+            yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
+__all__ = [
+    "TASKS",
+    "RunningMax",
+    "TaskInfo",
+    "TaskModule",
+    "action_spec",
+    "load_task",
+    "make_script",
+    "missing_modules",
+    "normalize_action",
+    "parse_task_list",
+    "quiet",
+    "quiet_fds",
+    "task_names",
+    "task_unavailable",
+    "template_regex",
+]
