@@ -1,0 +1,476 @@
+"""Rule-based verification of scripts and trajectories (METHOD.md decisions 2-4).
+
+``check_script`` finds faults of the script (regenerate the *script*); ``check_trajectory`` finds faults of
+the trajectory (regenerate the *trajectory*, from ``verified_prefix``) and counts error->refine pairs.
+
+Every ``verification code`` is untrusted LLM text (decision 4). It is only ever compiled by the ``regex``
+engine and matched with a timeout; patterns with nested unbounded quantifiers (``^(a+)+$``), which
+backtracking engines can take exponential time on, are refused before they run. Nothing is evaluated.
+"""
+
+from __future__ import annotations
+
+import re._parser as sre_parse  # only to *inspect* the pattern's structure; never used to match
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal, Mapping
+
+import regex
+from pydantic import ValidationError
+
+from agentrefine_lg.schema import ERROR_FLAGS, ActionSpec, Script, Trajectory, Turn, template_slots
+
+Blame = Literal["script", "trajectory"]
+
+MAX_PATTERN_CHARS = 1000
+MATCH_TIMEOUT_S = 0.25
+# Probe strings a script's regexes must survive quickly: the classic blow-ups for (a+)+, (\w+\s?)*, (.*)*.
+_PROBES = ("a" * 30 + "b", "go " * 20 + "!", " " * 40 + "x\n", "x" * 500)
+
+
+@dataclass
+class Problem:
+    """One finding. ``turn`` is the 0-based turn index (None for whole-document problems)."""
+
+    kind: str
+    message: str
+    blame: Blame
+    turn: int | None = None
+
+    def __str__(self) -> str:
+        where = f"turn {self.turn}: " if self.turn is not None else ""
+        return f"[{self.blame}/{self.kind}] {where}{self.message}"
+
+
+@dataclass
+class CheckReport:
+    """The verdict on a script or a (script, trajectory) pair."""
+
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    verified_prefix: int = 0  # leading turns that are good: a regenerated trajectory continues from here
+    pairs: int = 0  # error->refine pairs
+    erroneous: list[bool] = field(default_factory=list)  # per turn; True on erroneous Player turns
+    turns: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def blame(self) -> Blame | None:
+        """'script' when any fault is the script's (regenerate it), else 'trajectory', else None."""
+        if not self.problems:
+            return None
+        return "script" if any(p.blame == "script" for p in self.problems) else "trajectory"
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"ok: {self.turns} turns, {self.pairs} error->refine pairs"
+        head = f"{len(self.problems)} problem(s), blame={self.blame}, verified prefix {self.verified_prefix}/{self.turns}"
+        return "\n".join([head, *(f"  {p}" for p in self.problems)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "blame": self.blame,
+            "verified_prefix": self.verified_prefix,
+            "pairs": self.pairs,
+            "turns": self.turns,
+            "erroneous": self.erroneous,
+            "problems": [p.__dict__ for p in self.problems],
+            "warnings": self.warnings,
+        }
+
+
+@dataclass
+class ActionMatch:
+    """Whether an action is valid under the script's available actions."""
+
+    ok: bool
+    template: str | None = None
+    values: dict[str, str] = field(default_factory=dict)
+    kind: Literal["no_template", "bad_value", "regex_error"] | None = None
+    message: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------- regexes
+
+
+def _unbounded(node: Any) -> bool:
+    """Does this parsed sub-pattern contain an unbounded repeat?"""
+    return any(_walk_repeats(node))
+
+
+def _walk_repeats(items: Any):
+    for op, arg in items:
+        if op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, getattr(sre_parse, "POSSESSIVE_REPEAT", None)):
+            lo, hi, body = arg
+            yield hi == sre_parse.MAXREPEAT or hi > 50
+            yield from _walk_repeats(body)
+        elif op == sre_parse.SUBPATTERN:
+            yield from _walk_repeats(arg[-1])
+        elif op == sre_parse.BRANCH:
+            for branch in arg[1]:
+                yield from _walk_repeats(branch)
+        elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+            yield from _walk_repeats(arg[1])
+
+
+def _nested_quantifier(items: Any) -> bool:
+    """True if an unbounded repeat contains another unbounded repeat (star height > 1)."""
+    for op, arg in items:
+        if op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, getattr(sre_parse, "POSSESSIVE_REPEAT", None)):
+            lo, hi, body = arg
+            if (hi == sre_parse.MAXREPEAT or hi > 50) and _unbounded(body):
+                return True
+            if _nested_quantifier(body):
+                return True
+        elif op == sre_parse.SUBPATTERN and _nested_quantifier(arg[-1]):
+            return True
+        elif op == sre_parse.BRANCH and any(_nested_quantifier(b) for b in arg[1]):
+            return True
+        elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT) and _nested_quantifier(arg[1]):
+            return True
+    return False
+
+
+class RegexRefused(ValueError):
+    """A verification code that cannot be used: ``kind`` names why."""
+
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        super().__init__(message)
+
+
+@lru_cache(maxsize=4096)
+def compile_verification(pattern: str) -> regex.Pattern:
+    """Compile an LLM-written ``verification code`` safely, or raise :class:`RegexRefused`."""
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise RegexRefused("regex_empty", "verification code is empty")
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise RegexRefused("regex_too_long", f"verification code is {len(pattern)} chars (max {MAX_PATTERN_CHARS})")
+    try:
+        parsed = sre_parse.parse(pattern)
+    except Exception as exc:  # re's own parser: bad syntax for Python regexes
+        raise RegexRefused("regex_compile", f"verification code does not compile: {exc}") from None
+    if _nested_quantifier(list(parsed)):
+        raise RegexRefused(
+            "regex_unsafe",
+            f"verification code {pattern!r} nests unbounded quantifiers (catastrophic backtracking risk)",
+        )
+    try:
+        compiled = regex.compile(pattern, flags=regex.VERSION0)
+    except Exception as exc:
+        raise RegexRefused("regex_compile", f"verification code does not compile: {exc}") from None
+    for probe in _PROBES:
+        try:
+            compiled.fullmatch(probe, timeout=MATCH_TIMEOUT_S)
+        except TimeoutError:
+            raise RegexRefused("regex_timeout", f"verification code {pattern!r} is too slow on adversarial input") from None
+    return compiled
+
+
+def _fullmatch(compiled: regex.Pattern, text: str) -> regex.Match | None:
+    try:
+        return compiled.fullmatch(text, timeout=MATCH_TIMEOUT_S)
+    except TimeoutError:
+        raise RegexRefused("regex_timeout", f"verification code {compiled.pattern!r} timed out on {text[:60]!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------- actions
+
+
+def _actions_of(script_or_actions: Script | Mapping[str, ActionSpec | dict]) -> dict[str, ActionSpec]:
+    if isinstance(script_or_actions, Script):
+        return script_or_actions.available_actions
+    out: dict[str, ActionSpec] = {}
+    for key, spec in script_or_actions.items():
+        spec = spec if isinstance(spec, ActionSpec) else ActionSpec.model_validate(spec)
+        spec.template = spec.template or key
+        out[key] = spec
+    return out
+
+
+def normalize_action(action: str) -> str:
+    """Collapse whitespace: ``'  cd   project '`` -> ``'cd project'``."""
+    return " ".join(action.split())
+
+
+def match_action(script_or_actions: Script | Mapping[str, ActionSpec | dict], action: str) -> ActionMatch:
+    """Is ``action`` valid: does some template's regex fully match it with every captured value allowed?"""
+    if not isinstance(action, str) or not action.strip():
+        return ActionMatch(False, kind="no_template", message="empty action")
+    text = action.strip()
+    near: ActionMatch | None = None
+    for template, spec in _actions_of(script_or_actions).items():
+        try:
+            compiled = compile_verification(spec.verification_code)
+            m = _fullmatch(compiled, text)
+        except RegexRefused as exc:
+            near = near or ActionMatch(False, template, kind="regex_error", message=f"{template!r}: {exc}")
+            continue
+        if m is None:
+            continue
+        slots = template_slots(template) or list(spec.parameters)
+        groups = list(m.groups())
+        values: dict[str, str] = {}
+        bad: list[str] = []
+        for i, slot in enumerate(slots):
+            value = groups[i] if i < len(groups) else None
+            if value is None:
+                bad.append(f"no value for {{{slot}}}")
+                continue
+            value = normalize_action(value)
+            values[slot] = value
+            allowed = spec.parameters.get(slot)
+            if allowed is not None and value not in {normalize_action(a) for a in allowed}:
+                bad.append(f"{value!r} is not an allowed {{{slot}}} (allowed: {', '.join(allowed[:12])}"
+                           f"{', ...' if len(allowed) > 12 else ''})")
+        if not bad:
+            return ActionMatch(True, template, values)
+        if near is None or near.kind != "bad_value":
+            near = ActionMatch(False, template, values, kind="bad_value", message=f"{template!r}: " + "; ".join(bad))
+    if near is not None:
+        return near
+    return ActionMatch(False, kind="no_template", message=f"{text!r} matches no available action")
+
+
+# ---------------------------------------------------------------------------------------------- script
+
+
+def _parse_script(raw: Script | Mapping[str, Any] | str) -> tuple[Script | None, list[Problem]]:
+    import json
+
+    if isinstance(raw, Script):
+        return raw, []
+    if isinstance(raw, (str, bytes)):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            return None, [Problem("bad_json", f"script is not valid JSON: {exc}", "script")]
+    if not isinstance(raw, Mapping):
+        return None, [Problem("bad_json", f"script must be a JSON object, got {type(raw).__name__}", "script")]
+    try:
+        return Script.model_validate(raw), []
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "script"
+            kind = "missing_key" if err["type"] == "missing" else "bad_field"
+            problems.append(Problem(kind, f"{loc}: {err['msg']}", "script"))
+        return None, problems
+
+
+def check_script(script: Script | Mapping[str, Any] | str) -> CheckReport:
+    """Faults of the script itself (decision 3): any problem here means *regenerate the script*."""
+    parsed, problems = _parse_script(script)
+    report = CheckReport(problems=problems)
+    if parsed is None:
+        return report
+    if not (parsed.goal or "").strip():
+        report.problems.append(Problem("no_goal", "Goal is empty", "script"))
+    if not [c for c in parsed.completion_conditions if str(c).strip()]:
+        report.problems.append(Problem("no_completion_conditions", "Completion Conditions is empty", "script"))
+    if not parsed.available_actions:
+        report.problems.append(Problem("no_actions", "Available Actions is empty", "script"))
+    for template, spec in parsed.available_actions.items():
+        where = f"action {template!r}"
+        try:
+            compiled = compile_verification(spec.verification_code)
+        except RegexRefused as exc:
+            report.problems.append(Problem(exc.kind, f"{where}: {exc}", "script"))
+            continue
+        slots = template_slots(template)
+        if len(set(slots)) != len(slots):
+            report.problems.append(Problem("slot_mismatch", f"{where}: a slot name repeats", "script"))
+        if compiled.groups != len(slots):
+            report.problems.append(Problem(
+                "slot_mismatch",
+                f"{where}: verification code has {compiled.groups} capture group(s) but the template has "
+                f"{len(slots)} slot(s) {slots}",
+                "script",
+            ))
+        missing = [s for s in slots if s not in spec.parameters]
+        extra = [p for p in spec.parameters if p not in slots]
+        if missing or extra:
+            report.problems.append(Problem(
+                "slot_mismatch",
+                f"{where}: parameters {sorted(spec.parameters)} do not match the slots {slots}"
+                + (f" (missing {missing})" if missing else "") + (f" (unknown {extra})" if extra else ""),
+                "script",
+            ))
+        for slot, values in spec.parameters.items():
+            if not values or not [v for v in values if str(v).strip()]:
+                report.problems.append(Problem("empty_parameters", f"{where}: no allowed values for {{{slot}}}", "script"))
+        # A template filled with its own first values should pass its own regex; if not, the script is
+        # inconsistent, but decision 3 does not make it a fault, so it is a warning.
+        if slots and not report.problems and all(spec.parameters.get(s) for s in slots):
+            example = template.format(**{s: spec.parameters[s][0] for s in slots})
+            try:
+                if _fullmatch(compiled, example) is None:
+                    report.warnings.append(f"{where}: its own example {example!r} does not match its verification code")
+            except RegexRefused as exc:
+                report.problems.append(Problem(exc.kind, f"{where}: {exc}", "script"))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- trajectory
+
+_PLAYER_KEYS = ("Thought", "Action")
+_DM_KEYS = ("Observation", *ERROR_FLAGS)
+
+
+def _parse_turns(trajectory: Trajectory | list | str) -> tuple[list[Turn], list[Problem], int | None]:
+    """Parse turn by turn so a bad turn ends the verified prefix instead of rejecting the whole list.
+
+    Returns (turns parsed before the first bad one, problems, index of the first bad turn or None).
+    """
+    import json
+
+    if isinstance(trajectory, Trajectory):
+        return list(trajectory.turns), [], None
+    if isinstance(trajectory, (str, bytes)):
+        try:
+            trajectory = json.loads(trajectory)
+        except json.JSONDecodeError as exc:
+            return [], [Problem("bad_json", f"trajectory is not valid JSON: {exc}", "trajectory")], 0
+    if isinstance(trajectory, Mapping):
+        trajectory = trajectory.get("turns", trajectory.get("trajectory"))
+    if not isinstance(trajectory, list):
+        return [], [Problem("bad_json", "trajectory must be a JSON list of turns", "trajectory")], 0
+    turns: list[Turn] = []
+    for i, raw in enumerate(trajectory):
+        if not isinstance(raw, Mapping):
+            return turns, [Problem("turn_keys", f"turn is a {type(raw).__name__}, not an object", "trajectory", i)], i
+        try:
+            turn = Turn.model_validate(raw)
+        except ValidationError as exc:
+            msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'turn'}: {e['msg']}" for e in exc.errors())
+            return turns, [Problem("turn_keys", msg, "trajectory", i)], i
+        turns.append(turn)
+    return turns, [], None
+
+
+def _given_keys(turn: Turn) -> set[str]:
+    """Paper keys present on the turn (given in the raw JSON, or set when built in Python)."""
+    keys = {Turn.model_fields[name].alias or name for name in turn.model_fields_set}
+    return keys | set(turn.model_extra or {})
+
+
+def _missing_keys(turn: Turn) -> list[str]:
+    given = _given_keys(turn)
+    need = _PLAYER_KEYS if turn.is_player else _DM_KEYS
+    missing = [k for k in need if k not in given]
+    if turn.is_player and not (turn.action or "").strip() and "Action" not in missing:
+        missing.append("Action (empty)")
+    if turn.is_dm and turn.observation is not None and not turn.observation.strip() and "Observation" not in missing:
+        missing.append("Observation (empty)")
+    return missing
+
+
+def check_trajectory(
+    script: Script | Mapping[str, Any] | str,
+    trajectory: Trajectory | list | str,
+    *,
+    min_pairs: int = 2,
+    require_completion: bool = True,
+) -> CheckReport:
+    """Verify a trajectory against its script (decisions 2-3).
+
+    Turn-level faults end the verified prefix at the first faulty turn. Whole-trajectory faults (too few
+    pairs, no completion) leave the prefix so a continuation can fix them: for too few pairs after a
+    completion the final Player/DM exchange is dropped, so the continuation must add refinements first.
+    """
+    script_report = check_script(script)
+    parsed_script, _ = _parse_script(script)
+    turns, problems, bad_at = _parse_turns(trajectory)
+    report = CheckReport(problems=list(script_report.problems), warnings=list(script_report.warnings))
+    report.problems.extend(problems)
+    report.turns = len(turns) if bad_at is None else bad_at + 1
+    first_fault: int | None = bad_at
+
+    def fault(kind: str, message: str, index: int | None, blame: Blame = "trajectory") -> None:
+        nonlocal first_fault
+        report.problems.append(Problem(kind, message, blame, index))
+        if index is not None and blame == "trajectory":
+            first_fault = index if first_fault is None else min(first_fault, index)
+
+    if not turns and bad_at is None:
+        fault("empty", "trajectory has no turns", 0)
+
+    # Per-turn keys and alternation.
+    for i, turn in enumerate(turns):
+        missing = _missing_keys(turn)
+        if missing:
+            fault("turn_keys", f"{turn.role} turn lacks {', '.join(missing)}", i)
+            break
+        if i and turn.role == turns[i - 1].role:
+            fault("roles_alternate", f"two {turn.role} turns in a row", i)
+            break
+    usable = turns if first_fault is None else turns[:first_fault]
+
+    # Erroneous Player turns: the DM flags them, or the rules reject the action (decision 2).
+    erroneous = [False] * len(turns)
+    if parsed_script is not None:
+        for i, turn in enumerate(usable):
+            if not turn.is_player:
+                continue
+            answer = usable[i + 1] if i + 1 < len(usable) and usable[i + 1].is_dm else None
+            match = match_action(parsed_script, turn.action or "")
+            if match.kind == "regex_error":
+                fault("regex_error", match.message or "regex error", i, blame="script")
+                continue
+            flagged = bool(answer and answer.flagged)
+            erroneous[i] = flagged or not match.ok
+            if answer is None:
+                continue
+            if not match.ok and not flagged:
+                fault("unflagged_invalid_action",
+                      f"action {turn.action!r} is invalid ({match.message}) but the DM did not flag it", i)
+            elif match.ok and answer.parameter_error:
+                fault("false_parameter_error",
+                      f"the DM flags parameter_error on {turn.action!r}, which matches {match.template!r}", i + 1)
+    report.erroneous = erroneous
+
+    # Error->refine pairs: an erroneous Player turn whose next Player turn is not erroneous.
+    player_idx = [i for i, t in enumerate(usable) if t.is_player]
+    report.pairs = sum(
+        1 for a, b in zip(player_idx, player_idx[1:]) if erroneous[a] and not erroneous[b]
+    )
+
+    completed = False
+    if first_fault is None and turns:
+        last = turns[-1]
+        uses_flag = any(t.task_completed is not None for t in turns if t.is_dm)
+        completed = last.is_dm and not last.flagged and len(turns) >= 2 and turns[-2].is_player
+        if completed and uses_flag:
+            completed = bool(last.task_completed)
+            early = [i for i, t in enumerate(turns[:-1]) if t.is_dm and t.task_completed]
+            if early:
+                fault("completed_early", "task_completed is true before the last turn", early[0])
+        if require_completion and not completed and first_fault is None:
+            fault("not_completed", "the last turn is not an unflagged DM turn that completes the task", None)
+    if first_fault is None and report.pairs < min_pairs:
+        fault("too_few_pairs", f"{report.pairs} error->refine pair(s), need at least {min_pairs}", None)
+
+    if first_fault is not None:
+        report.verified_prefix = first_fault
+    elif completed and report.pairs < min_pairs:
+        report.verified_prefix = max(0, len(turns) - 2)
+    else:
+        report.verified_prefix = len(turns)
+    return report
+
+
+__all__ = [
+    "ActionMatch",
+    "CheckReport",
+    "Problem",
+    "RegexRefused",
+    "check_script",
+    "check_trajectory",
+    "compile_verification",
+    "match_action",
+    "normalize_action",
+]

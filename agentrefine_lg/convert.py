@@ -1,0 +1,350 @@
+"""Trajectories to refinement-tuning chat samples (decision 5), and the readers/writers of sample files.
+
+Conversion: the system message is the task instruction (environment, goal, completion conditions,
+available actions with their usage, answer format); DM observations become user turns; Player turns
+become ``Thought: ...\\nAction: ...`` assistant turns. Erroneous assistant turns stay in the context with
+``train=False`` so their tokens get no loss.
+
+Readers (all streaming, one record at a time, errors name ``file:line`` and the field):
+- ours: JSONL of :class:`~agentrefine_lg.schema.RefinementSample` rows (``messages`` with ``train``), or rows
+  with ``script`` + ``trajectory`` in the paper's format (converted on the fly);
+- released AgentRefine rows and AgentInstruct / ShareGPT ``conversations`` (``from``/``value``/``loss``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal, Mapping
+
+from pydantic import ValidationError
+
+from agentrefine_lg import prompts
+from agentrefine_lg.errors import InputError
+from agentrefine_lg.schema import Message, RefinementSample, Script, TokenUsage, Trajectory, Turn
+
+Format = Literal["auto", "ours", "agentrefine", "sharegpt"]
+
+# ---------------------------------------------------------------------------------------------- prompt
+
+
+def render_environment(environment: Any) -> str:
+    """The script's environment as text: its description first, the rest as indented JSON."""
+    if isinstance(environment, str):
+        return environment.strip()
+    if isinstance(environment, Mapping):
+        env = dict(environment)
+        description = env.pop("description", None) or env.pop("Description", None)
+        body = json.dumps(env, indent=2, ensure_ascii=False) if env else ""
+        return "\n".join(x for x in (str(description).strip() if description else "", body) if x)
+    return json.dumps(environment, indent=2, ensure_ascii=False)
+
+
+def render_actions(script: Script) -> str:
+    """One line per available action: template, description and allowed values."""
+    lines = []
+    for template, spec in script.available_actions.items():
+        values = "; ".join(f"{slot}: {', '.join(vals)}" for slot, vals in spec.parameters.items()) or "(none)"
+        description = f" — {spec.description}" if spec.description else ""
+        lines.append(prompts.AGENT_ACTION_LINE.format(template=template, description=description, values=values))
+    return "\n".join(lines)
+
+
+def system_prompt(script: Script) -> str:
+    """The task instruction used as the system message, in training and in evaluation alike."""
+    conditions = "\n".join(f"- {c}" for c in script.completion_conditions) or "- (none given)"
+    return prompts.AGENT_SYSTEM.format(
+        environment=render_environment(script.environment),
+        goal=script.goal,
+        conditions=conditions,
+        actions=render_actions(script),
+    )
+
+
+def format_assistant(thought: str | None, action: str | None) -> str:
+    """``Thought: ...\\nAction: ...`` — the tuned output format."""
+    return prompts.AGENT_TURN.format(thought=(thought or "").strip(), action=(action or "").strip())
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+
+
+def erroneous_turns(script: Script | None, trajectory: Trajectory) -> list[bool]:
+    """Per turn, True on erroneous Player turns (decision 2: DM flags, or the rules reject the action)."""
+    from agentrefine_lg.checks import match_action
+
+    turns = trajectory.turns
+    out = [False] * len(turns)
+    for i, turn in enumerate(turns):
+        if not turn.is_player:
+            continue
+        answer = turns[i + 1] if i + 1 < len(turns) and turns[i + 1].is_dm else None
+        flagged = bool(answer and answer.flagged)
+        invalid = False
+        if script is not None:
+            try:
+                invalid = not match_action(script, turn.action or "").ok
+            except Exception:  # a broken script must not stop conversion; the DM's flags still apply
+                invalid = False
+        out[i] = flagged or invalid
+    return out
+
+
+def trajectory_to_messages(script: Script, trajectory: Trajectory | list, *, mask: bool = True) -> list[Message]:
+    """Decision 5: system = task instruction; DM observation -> user; Player -> assistant (train flag)."""
+    if not isinstance(trajectory, Trajectory):
+        trajectory = Trajectory.model_validate(trajectory)
+    if not trajectory.turns:
+        raise InputError("trajectory has no turns", field="trajectory")
+    bad = erroneous_turns(script, trajectory) if mask else [False] * len(trajectory.turns)
+    messages = [Message(role="system", content=system_prompt(script))]
+    for i, turn in enumerate(trajectory.turns):
+        if turn.is_dm:
+            text = (turn.observation or "").strip()
+            if messages[-1].role == "user":  # two DM turns in a row: keep both observations in one user turn
+                messages[-1] = Message(role="user", content=f"{messages[-1].content}\n{text}")
+            else:
+                messages.append(Message(role="user", content=text))
+        else:
+            if messages[-1].role != "user":  # chat templates expect a user turn before the first assistant turn
+                messages.append(Message(role="user", content=f"Your task: {script.goal}"))
+            messages.append(Message(role="assistant", content=format_assistant(turn.thought, turn.action),
+                                    train=not bad[i]))
+    while messages and messages[-1].role == "user":  # a closing observation has nothing to train on
+        messages.pop()
+    if not any(m.role == "assistant" for m in messages):
+        raise InputError("trajectory has no Player turn", field="trajectory")
+    return messages
+
+
+def sample_id(script: Script, trajectory: Trajectory) -> str:
+    """Content hash of (script, trajectory): the same data always gets the same id (dedup on resume)."""
+    blob = json.dumps([script.to_paper(), trajectory.to_paper()], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def sample_from_trajectory(
+    script: Script,
+    trajectory: Trajectory | list,
+    *,
+    persona: str | None = None,
+    teacher: str | None = None,
+    attempts: dict[str, int] | None = None,
+    usage: TokenUsage | dict | None = None,
+    source: str = "agentrefine-lg",
+    mask: bool = True,
+    id: str | None = None,
+    **extra: Any,
+) -> RefinementSample:
+    """A :class:`RefinementSample` with provenance, keeping script and trajectory for re-verification."""
+    if not isinstance(trajectory, Trajectory):
+        trajectory = Trajectory.model_validate(trajectory)
+    return RefinementSample(
+        id=id or sample_id(script, trajectory),
+        messages=trajectory_to_messages(script, trajectory, mask=mask),
+        persona=persona if persona is not None else script.persona,
+        teacher=teacher,
+        attempts=attempts or {},
+        usage=usage if isinstance(usage, TokenUsage) else TokenUsage.model_validate(usage or {}),
+        source=source,
+        script=script,
+        trajectory=trajectory,
+        **extra,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+_SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user", "user": "user", "observation": "user", "environment": "user",
+    "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+}
+# Observations that say the previous action failed, for released rows that carry no loss flags.
+ERROR_OBSERVATION = re.compile(
+    r"^\s*(error\b|invalid\b|nothing happens|you can'?t\b|cannot\b|unknown (command|action)|"
+    r"that'?s not\b|i don'?t understand)", re.IGNORECASE)
+
+
+def _conversations_to_messages(conv: list, where: str, *, reidentify: bool) -> list[Message]:
+    messages: list[Message] = []
+    for j, turn in enumerate(conv):
+        if not isinstance(turn, Mapping):
+            raise InputError(f"conversation turn {j} is not an object", where=where, field="conversations")
+        speaker = turn.get("from", turn.get("role"))
+        text = turn.get("value", turn.get("content"))
+        role = _SHAREGPT_ROLES.get(str(speaker).lower()) if speaker is not None else None
+        if role is None:
+            raise InputError(f"turn {j} has unknown speaker {speaker!r} (expected one of {sorted(_SHAREGPT_ROLES)})",
+                             where=where, field=f"conversations[{j}].from")
+        if not isinstance(text, str):
+            raise InputError(f"turn {j} has no text", where=where, field=f"conversations[{j}].value")
+        loss = turn.get("loss", turn.get("train"))
+        if role == "assistant":
+            train = True if loss is None else bool(loss)
+            messages.append(Message(role="assistant", content=text, train=train))
+        else:
+            messages.append(Message(role=role, content=text))
+    if reidentify:
+        # Released rows may be plain lists: an assistant turn answered by an error observation is erroneous.
+        for k, m in enumerate(messages[:-1]):
+            if m.role == "assistant" and messages[k + 1].role == "user" and ERROR_OBSERVATION.search(messages[k + 1].content):
+                m.train = False
+    return messages
+
+
+def _detect(row: Mapping[str, Any]) -> str:
+    if "messages" in row:
+        return "ours"
+    if "script" in row and "trajectory" in row:
+        return "ours"
+    if "conversations" in row:
+        conv = row["conversations"]
+        has_loss = isinstance(conv, list) and any(isinstance(t, Mapping) and "loss" in t for t in conv)
+        return "sharegpt" if has_loss else "agentrefine"
+    raise InputError("row has none of 'messages', 'script'+'trajectory' or 'conversations'")
+
+
+def row_to_sample(row: Any, *, where: str, fmt: Format = "auto", mask: bool = True) -> RefinementSample:
+    """One record of any supported format -> :class:`RefinementSample`."""
+    if not isinstance(row, Mapping):
+        raise InputError(f"record is a {type(row).__name__}, not a JSON object", where=where)
+    try:
+        kind = _detect(row) if fmt == "auto" else fmt
+    except InputError as exc:
+        raise InputError(exc.detail, where=where) from None
+    try:
+        if kind == "ours" and "messages" not in row:
+            script = Script.model_validate(row["script"])
+            trajectory = Trajectory.model_validate(row["trajectory"])
+            extra = {k: v for k, v in row.items() if k not in {"script", "trajectory"}}
+            return sample_from_trajectory(script, trajectory, mask=mask, **extra)
+        if kind == "ours":
+            sample = RefinementSample.model_validate(
+                {"id": row.get("id") or _row_hash(row), **{k: v for k, v in row.items() if k != "id"}})
+        else:
+            conv = row.get("conversations")
+            if not isinstance(conv, list) or not conv:
+                raise InputError("'conversations' must be a non-empty list", where=where, field="conversations")
+            messages = _conversations_to_messages(conv, where, reidentify=(kind == "agentrefine"))
+            sample = RefinementSample(
+                id=str(row.get("id") or _row_hash(row)), messages=messages,
+                source="agentrefine-released" if kind == "agentrefine" else "sharegpt",
+            )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(err["msg"], where=where, field=".".join(str(x) for x in err["loc"]) or None) from None
+    if not mask:
+        for m in sample.messages:
+            if m.role == "assistant":
+                m.train = True
+    return sample
+
+
+def _row_hash(row: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
+    """Yield ``(where, record)`` from a JSONL file (one per line) or a JSON file (a list or one object).
+
+    ``where`` is ``path:line``. A line that is not JSON raises :class:`InputError` naming it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file", where=str(path))
+    if path.is_dir():
+        raise InputError("is a directory, expected a .jsonl or .json file", where=str(path))
+    with path.open("r", encoding="utf-8", errors="strict") as handle:
+        first = ""
+        while True:  # peek past blank lines to tell a JSON document from JSONL
+            pos = handle.tell()
+            line = handle.readline()
+            if not line or line.strip():
+                first = line
+                break
+        handle.seek(pos)
+        if first.lstrip().startswith("[") or (path.suffix == ".json" and first.strip() in {"{", "["}):
+            try:
+                doc = json.load(handle)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                                 where=f"{path}:{exc.lineno}") from None
+            records = doc if isinstance(doc, list) else [doc]
+            for i, record in enumerate(records):
+                yield f"{path}[{i}]", record
+            return
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"{path}:{lineno}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"invalid JSON: {exc.msg} at column {exc.colno}", where=f"{path}:{lineno}") from None
+
+
+def read_samples(path: str | os.PathLike, *, fmt: Format = "auto", mask: bool = True) -> Iterator[RefinementSample]:
+    """Stream :class:`RefinementSample` records from a file of any supported format."""
+    for where, record in iter_records(path):
+        yield row_to_sample(record, where=where, fmt=fmt, mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------- writers
+
+
+def write_jsonl(samples: Iterable[RefinementSample], path: str | os.PathLike, *, append: bool = False) -> int:
+    """Write samples as JSONL, flushing each line; returns the number written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with path.open("a" if append else "w", encoding="utf-8") as handle:
+        for sample in samples:
+            handle.write(json.dumps(sample.to_dict(), ensure_ascii=False) + "\n")
+            handle.flush()
+            n += 1
+        os.fsync(handle.fileno())
+    return n
+
+
+def to_sharegpt(sample: RefinementSample) -> dict[str, Any]:
+    """AgentInstruct/ShareGPT-style row: ``conversations`` of ``from``/``value``/``loss``."""
+    names = {"system": "system", "user": "human", "assistant": "gpt"}
+    conv = []
+    for m in sample.messages:
+        turn: dict[str, Any] = {"from": names[m.role], "value": m.content}
+        turn["loss"] = bool(m.train) if m.role == "assistant" else False
+        conv.append(turn)
+    return {"id": sample.id, "conversations": conv}
+
+
+def to_dataset(samples: Iterable[RefinementSample]):
+    """A ``datasets.Dataset`` with ``id``, ``messages`` (role/content/train), ``source`` and ``persona``."""
+    from datasets import Dataset
+
+    rows = [
+        {"id": s.id, "messages": [{"role": m.role, "content": m.content, "train": bool(m.train)} for m in s.messages],
+         "source": s.source, "persona": s.persona or ""}
+        for s in samples
+    ]
+    return Dataset.from_list(rows)
+
+
+__all__ = [
+    "erroneous_turns",
+    "format_assistant",
+    "iter_records",
+    "read_samples",
+    "render_actions",
+    "render_environment",
+    "row_to_sample",
+    "sample_from_trajectory",
+    "sample_id",
+    "system_prompt",
+    "to_dataset",
+    "to_sharegpt",
+    "trajectory_to_messages",
+    "write_jsonl",
+]
