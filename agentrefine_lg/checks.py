@@ -66,7 +66,7 @@ class CheckReport:
 
     def summary(self) -> str:
         if self.ok:
-            return f"ok: {self.turns} turns, {self.pairs} error->refine pairs"
+            return f"ok: {self.turns} turns, {self.pairs} error->refine pairs" if self.turns else "ok"
         head = f"{len(self.problems)} problem(s), blame={self.blame}, verified prefix {self.verified_prefix}/{self.turns}"
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
 

@@ -32,15 +32,16 @@ Format = Literal["auto", "ours", "agentrefine", "sharegpt"]
 
 
 def render_environment(environment: Any) -> str:
-    """The script's environment as text: its description first, the rest as indented JSON."""
+    """The script's environment as text: its description first, the rest as compact JSON."""
     if isinstance(environment, str):
         return environment.strip()
     if isinstance(environment, Mapping):
         env = dict(environment)
         description = env.pop("description", None) or env.pop("Description", None)
-        body = json.dumps(env, indent=2, ensure_ascii=False) if env else ""
+        # Compact JSON: the instruction is in every training row and every eval prompt, so tokens count.
+        body = json.dumps(env, ensure_ascii=False) if env else ""
         return "\n".join(x for x in (str(description).strip() if description else "", body) if x)
-    return json.dumps(environment, indent=2, ensure_ascii=False)
+    return json.dumps(environment, ensure_ascii=False)
 
 
 def render_actions(script: Script) -> str:

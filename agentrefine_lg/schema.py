@@ -16,6 +16,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
+from pydantic.json_schema import SkipJsonSchema
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -81,7 +82,7 @@ class ActionSpec(_PaperModel):
     are the template's ``{slots}``. ``parameters`` maps each slot to its allowed values.
     """
 
-    template: str = Field(default="", exclude=True, description="The action template, e.g. 'cd {path}' (the dict key).")
+    template: SkipJsonSchema[str] = Field(default="", exclude=True, description="The action template, e.g. 'cd {path}' (the dict key).")
     description: str | None = None
     verification_code: str = Field(alias="verification code", description="Regex; one capture group per slot.")
     parameters: dict[str, list[str]] = Field(default_factory=dict, description="Allowed values per slot.")
