@@ -127,3 +127,47 @@ SYNTH_TRAJECTORY_EXAMPLE = """[
   {"turn": 8, "role": "Player", "Thought": "The usage is set FILE KEY VALUE.", "Action": "set config.cfg mode on"},
   {"turn": 9, "role": "DM", "Thought": "Valid; both conditions hold.", "Observation": "config.cfg updated: mode=on. Task complete.", "parameter_error": false, "place_error": false, "logic_error": false, "task_completed": true}
 ]"""
+
+# --- refine agent / chat model ---
+
+# Tool mode of the refine agent (no environment script): the tools are the available actions. Action syntax is
+# the one chat_model.parse_tool_call reads; `finish[...]` ends the episode with an answer.
+REFINE_TOOLS_SYSTEM = """You are an agent that solves a task by calling tools. Read each tool's result and correct yourself when a call fails.
+
+Task: {task}
+
+Available actions (one per reply):
+{actions}
+- finish[<answer>] — give the final answer and end the task
+
+Answer format: every reply is one thought and one action, exactly:
+Thought: <your reasoning about the last observation and what to do next>
+Action: <one action>"""
+
+REFINE_TOOL_LINE = "- {name}[{args}] — {description}"
+
+# Feedback appended to the observation of an erroneous step: the refinement signal (decision 2).
+REFINE_FORMAT_ERROR = (
+    "Your reply could not be parsed ({error}). Answer exactly in the format:\n"
+    "Thought: <your reasoning>\nAction: <one action>"
+)
+REFINE_INVALID_ACTION = "Invalid action: {message}. Use one of the available actions: {actions}"
+REFINE_CRITIC_FEEDBACK = "Feedback: {feedback}"
+REFINE_TOOL_ERROR = "Error: {error}"
+
+# The optional LLM critic: judges one step and sets the DM's three flags (Figure 4's DM turn).
+REFINE_CRITIC = """You judge one step of an agent in an interactive task, as the Dungeon Master of a text game would.
+
+Task / environment:
+{task}
+
+The agent's thought: {thought}
+The agent's action: {action}
+What the environment answered: {observation}
+
+Set parameter_error if the action's form or arguments are invalid, place_error if the action refers to something not
+present or not reachable where the agent is, logic_error if the action is valid but makes no sense for the goal at
+this point. Give one sentence of feedback the agent can act on (empty if there is no error)."""
+
+# Chat model: what the model sees when its action names no bound tool (ToolNode's own message is used in graphs).
+CHAT_UNKNOWN_TOOL = "Error: {name} is not a valid tool, try one of [{tools}]."
