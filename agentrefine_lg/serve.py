@@ -1,0 +1,593 @@
+"""Serve a tuned model behind an OpenAI-compatible chat-completions API: vLLM, or a CPU transformers backend.
+
+``agentrefine serve --model BASE --adapter DIR`` runs one of two backends:
+
+* **vllm** (GPUs; tensor parallel): builds a ``vllm serve`` command (:func:`vllm_command`) with the LoRA
+  adapter as a named LoRA module, the adapter's saved chat template, an API key, and runs it as a
+  subprocess. vLLM pins its own torch/transformers, so it lives in its own environment: the executable
+  comes from ``--vllm-bin``, env ``AGENTREFINE_VLLM`` or ``vllm`` on PATH.
+* **transformers** (CPU, offline, tests and the quickstart): built in-process on ``transformers serve``'s
+  parts (``ModelManager`` loads the local folder with its own chat template, ``GenerationState`` runs
+  ``generate``, ``ChatCompletionHandler`` does the OpenAI request/response/SSE work). We do not use the
+  ``transformers serve`` command itself because it (a) has no API-key check, (b) exposes ``/load_model``
+  and ``/reset`` which let any caller load arbitrary hub models, (c) names the model by its path, and
+  (d) returns the stop sequence inside the text (``generate``'s ``stop_strings`` stop *after* it), while
+  OpenAI semantics exclude it. So our app mounts only ``/health``, ``/v1/models`` and
+  ``/v1/chat/completions`` with a bearer-key gate in front, maps the public model name, and trims stop
+  sequences (also in the SSE stream). An adapter is merged into its base (peft) into a temp folder first.
+
+:func:`start_server` is the Python API for both (tests, quickstart, evaluation); it returns a
+:class:`ServerHandle` context manager with ``base_url``, ``model_name`` and ``api_key``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentrefine_lg.errors import AgentRefineError, InputError
+
+DEFAULT_MODEL_NAME = "agentrefine"
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+"""The values vLLM accepts for ``--max-lora-rank`` (vllm/config/lora.py)."""
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+
+
+# ---------------------------------------------------------------------------------------------- vLLM
+
+
+def lora_rank(adapter_dir: str | os.PathLike) -> int:
+    """The LoRA rank of a saved peft adapter: ``r`` of ``adapter_config.json`` (max with ``rank_pattern``)."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        raise InputError("no adapter_config.json: not a peft LoRA adapter folder", where=str(adapter_dir))
+    try:
+        config = json.loads(path.read_text())
+        ranks = [int(config["r"]), *(int(v) for v in (config.get("rank_pattern") or {}).values())]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"cannot read the LoRA rank: {exc}", where=str(path), field="r") from None
+    return max(ranks)
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """Round a LoRA rank up to a value vLLM accepts for ``--max-lora-rank``."""
+    for allowed in VLLM_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise InputError(f"LoRA rank {rank} exceeds vLLM's maximum {VLLM_LORA_RANKS[-1]}", field="r")
+
+
+def find_chat_template(*folders: str | os.PathLike | None) -> Path | None:
+    """The first ``chat_template.jinja`` in the given folders (adapter first: training saves it there)."""
+    for folder in folders:
+        if folder and (Path(folder) / CHAT_TEMPLATE_FILE).is_file():
+            return Path(folder) / CHAT_TEMPLATE_FILE
+    return None
+
+
+def vllm_command(
+    base_model: str,
+    adapter: str | os.PathLike | None = None,
+    *,
+    api_key: str,
+    port: int = 8000,
+    host: str = "127.0.0.1",
+    tensor_parallel: int = 1,
+    model_name: str = DEFAULT_MODEL_NAME,
+    vllm_bin: str = "vllm",
+    chat_template: str | os.PathLike | None = None,
+    max_lora_rank: int | None = None,
+    extra_args: Sequence[str] = (),
+) -> list[str]:
+    """The ``vllm serve`` command line for a base model plus (optionally) a LoRA adapter.
+
+    With an adapter the LoRA module is served under ``model_name`` (``--lora-modules NAME=DIR``) with
+    ``--max-lora-rank`` from the adapter's rank; without, the model itself is served under that name. The
+    chat template defaults to the one saved with the adapter, else with a local base model.
+    """
+    if tensor_parallel < 1:
+        raise InputError(f"tensor parallel size must be >= 1, got {tensor_parallel}", field="tensor_parallel")
+    if not api_key:
+        raise InputError("an API key is required", field="api_key")
+    cmd = [vllm_bin, "serve", str(base_model), "--host", host, "--port", str(port),
+           "--api-key", api_key, "--tensor-parallel-size", str(tensor_parallel)]
+    if adapter is not None:
+        rank = max_lora_rank or vllm_max_lora_rank(lora_rank(adapter))
+        cmd += ["--enable-lora", "--lora-modules", f"{model_name}={Path(adapter)}", "--max-lora-rank", str(rank)]
+    else:
+        cmd += ["--served-model-name", model_name]
+    template = chat_template or find_chat_template(adapter, base_model if Path(base_model).is_dir() else None)
+    if template is not None:
+        cmd += ["--chat-template", str(template)]
+    return cmd + list(extra_args)
+
+
+def resolve_vllm_bin(explicit: str | None = None) -> str:
+    """The vLLM executable: ``explicit``, env ``AGENTREFINE_VLLM``, or ``vllm`` on PATH."""
+    for candidate in (explicit, os.environ.get("AGENTREFINE_VLLM")):
+        if candidate:
+            found = shutil.which(candidate) or (candidate if Path(candidate).is_file() else None)
+            if not found:
+                raise InputError(f"vLLM executable {candidate!r} not found or not executable", field="vllm_bin")
+            return found
+    found = shutil.which("vllm")
+    if not found:
+        raise AgentRefineError(
+            "vLLM not found. Install it in its own environment (it pins its own torch), e.g. "
+            "`python -m venv ~/vllm && ~/vllm/bin/pip install vllm`, then pass --vllm-bin ~/vllm/bin/vllm "
+            "or set AGENTREFINE_VLLM; or use --backend transformers (CPU).")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- handle
+
+
+@dataclass
+class ServerHandle:
+    """A running server. Use as a context manager, or call :meth:`stop`."""
+
+    base_url: str  # ends in /v1: give it to ChatOpenAI / openai.OpenAI as base_url
+    model_name: str
+    api_key: str
+    backend: str
+    _stop: Callable[[], None] = field(repr=False, default=lambda: None)
+    _alive: Callable[[], bool] = field(repr=False, default=lambda: False)
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        """Root URL without ``/v1`` (``/health`` lives there)."""
+        return self.base_url.removesuffix("/v1")
+
+    def is_alive(self) -> bool:
+        return not self._stopped and self._alive()
+
+    def wait(self, poll_s: float = 0.5) -> None:
+        """Block until the server ends (Ctrl-C raises KeyboardInterrupt in the caller)."""
+        while self.is_alive():
+            time.sleep(poll_s)
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self._stop()
+
+    def __enter__(self) -> ServerHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, *, timeout_s: float, alive: Callable[[], bool] = lambda: True) -> None:
+    """Poll ``{url}/health`` until it answers 200; raise when the server dies or the time is up."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            raise AgentRefineError(f"the server exited before it became healthy ({url})")
+        try:
+            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AgentRefineError(f"the server at {url} was not healthy after {timeout_s:.0f}s")
+
+
+def _start_vllm(base_model: str, adapter: str | None, *, host: str, port: int, api_key: str, model_name: str,
+                tensor_parallel: int, vllm_bin: str | None, startup_timeout_s: float,
+                extra_args: Sequence[str]) -> ServerHandle:
+    port = port or _free_port(host)
+    cmd = vllm_command(base_model, adapter, api_key=api_key, port=port, host=host, tensor_parallel=tensor_parallel,
+                       model_name=model_name, vllm_bin=resolve_vllm_bin(vllm_bin), extra_args=extra_args)
+    # Own session: Ctrl-C reaches us, and we stop vLLM ourselves (terminate, then kill) so it never lingers.
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    url = f"http://{host}:{port}"
+    try:
+        wait_healthy(url, timeout_s=startup_timeout_s, alive=lambda: proc.poll() is None)
+    except BaseException:
+        stop()
+        raise
+    return ServerHandle(f"{url}/v1", model_name, api_key, "vllm", stop, lambda: proc.poll() is None)
+
+
+# ---------------------------------------------------------------------------------------------- transformers
+
+
+def merge_adapter(base_model: str | os.PathLike, adapter: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Load ``base + adapter`` with peft, merge the LoRA weights and save model + tokenizer to ``out_dir``.
+
+    The tokenizer (and so the chat template) comes from the adapter folder when training saved one there,
+    else from the base model.
+    """
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter = Path(adapter)
+    lora_rank(adapter)  # a clear error for a folder that is not an adapter
+    model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype="auto")
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    has_tokenizer = any((adapter / name).exists() for name in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter if has_tokenizer else base_model))
+    template = find_chat_template(adapter)
+    if template is not None:
+        tokenizer.chat_template = template.read_text()
+    out = Path(out_dir)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
+class _StopTrimmer:
+    """Cuts streamed text at the first stop sequence, holding back a tail that may start one."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        buf = self.pending + text
+        cuts = [buf.find(s) for s in self.stops if s in buf]
+        if cuts:
+            self.stopped, self.pending = True, ""
+            return buf[: min(cuts)]
+        hold = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(buf)), 0, -1):
+                if buf.endswith(stop[:k]):
+                    hold = max(hold, k)
+                    break
+        self.pending = buf[len(buf) - hold:] if hold else ""
+        return buf[: len(buf) - hold]
+
+    def flush(self) -> str:
+        out, self.pending = ("" if self.stopped else self.pending), ""
+        return out
+
+
+def trim_at_stop(text: str, stops: Sequence[str]) -> str:
+    """OpenAI semantics: the text up to (excluding) the first stop sequence."""
+    cuts = [text.find(s) for s in stops if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dtype: str):
+    """The ASGI app on transformers-serve parts (see the module docstring for what differs and why)."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+    from transformers.cli.serving.chat_completion import ChatCompletionHandler
+    from transformers.cli.serving.model_manager import ModelManager
+    from transformers.cli.serving.utils import GenerationState
+
+    import logging
+
+    # transformers serve logs every request at WARNING ("[Request received]"); keep our console quiet.
+    logging.getLogger("transformers.cli.serving").setLevel(logging.ERROR)
+    logging.getLogger("transformers.generation.configuration_utils").setLevel(logging.ERROR)
+    manager = ModelManager(device=device, dtype=dtype, force_model=model_dir, model_timeout=-1)
+    state = GenerationState()
+
+    class Handler(ChatCompletionHandler):
+        def _resolve_model(self, body: dict):  # public name -> the pinned local folder
+            requested = body.get("model")
+            if requested not in (None, "", model_name, model_dir):
+                raise HTTPException(status_code=404, detail=f"model {requested!r} not served here; use {model_name!r}")
+            body["model"] = model_dir
+            _, model, processor = super()._resolve_model(body)
+            return model_name, model, processor
+
+    handler = Handler(model_manager=manager, generation_state=state)
+
+    async def chat_completions(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the request body is not JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return _error(400, "the request needs a 'messages' list")
+        stops = body.get("stop") or []
+        stops = [stops] if isinstance(stops, str) else [s for s in stops if isinstance(s, str) and s]
+        request_id = request.headers.get("x-request-id") or secrets.token_hex(8)
+        try:
+            response = await handler.handle_request(body, request_id)
+        except HTTPException as exc:
+            return _error(exc.status_code, str(exc.detail))
+        if not stops:
+            return response
+        if isinstance(response, StreamingResponse):
+            response.body_iterator = _trim_sse(response.body_iterator, stops)
+            return response
+        data = json.loads(response.body)
+        for choice in data.get("choices", []):
+            message = choice.get("message") or {}
+            if isinstance(message.get("content"), str):
+                message["content"] = trim_at_stop(message["content"], stops)
+        return JSONResponse(data)
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": model_name, "object": "model", "created": 0, "owned_by": "agentrefine", "root": model_dir}]})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    # Plain Starlette routes: no dependency injection to resolve (this module uses postponed annotations).
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+    ])
+
+    def shutdown() -> None:
+        state.shutdown()
+        manager.shutdown()
+
+    return _ApiKeyGate(app, api_key), shutdown
+
+
+def _error(status: int, message: str):
+    """An OpenAI-style error body (clients read ``error.message``)."""
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": status}},
+                        status_code=status)
+
+
+async def _trim_sse(events, stops: Sequence[str]):
+    """Apply :class:`_StopTrimmer` to the ``delta.content`` of an OpenAI SSE stream; ends with ``[DONE]``."""
+    trimmer = _StopTrimmer(stops)
+    async for raw in events:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        out: list[str] = []
+        for event in text.split("\n\n"):
+            if not event.strip():
+                continue
+            if not event.startswith("data: ") or event.strip() == "data: [DONE]":
+                out.append(event + "\n\n")
+                continue
+            try:
+                chunk = json.loads(event[6:])
+            except json.JSONDecodeError:
+                out.append(event + "\n\n")
+                continue
+            keep = True
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if choice.get("finish_reason"):  # last chunk: release what was held back
+                    tail = trimmer.flush()
+                    if tail:
+                        out.append("data: " + json.dumps({**chunk, "choices": [
+                            {"index": choice.get("index", 0), "delta": {"content": tail}, "finish_reason": None}],
+                            "usage": None}) + "\n\n")
+                if isinstance(delta.get("content"), str):
+                    delta["content"] = trimmer.feed(delta["content"])
+                    if not delta["content"] and not choice.get("finish_reason") and not delta.get("role") \
+                            and not delta.get("tool_calls"):
+                        keep = False
+            if keep:
+                out.append("data: " + json.dumps(chunk) + "\n\n")
+        if out:
+            yield "".join(out)
+    yield "data: [DONE]\n\n"
+
+
+class _ApiKeyGate:
+    """ASGI wrapper: every route but ``/health`` needs ``Authorization: Bearer <key>`` (OpenAI's scheme)."""
+
+    def __init__(self, app: Any, api_key: str):
+        self.app, self.api_key = app, api_key.encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path") != "/health":
+            headers = dict(scope.get("headers") or [])
+            auth = headers.get(b"authorization", b"")
+            token = auth[7:].strip() if auth[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
+            if not secrets.compare_digest(token, self.api_key):
+                body = json.dumps({"error": {"message": "Invalid or missing API key", "type": "invalid_request_error",
+                                             "code": "invalid_api_key"}}).encode()
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode()),
+                                        (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def _start_transformers(model_dir: str, adapter: str | None, *, host: str, port: int, api_key: str,
+                        model_name: str, device: str, dtype: str, startup_timeout_s: float) -> ServerHandle:
+    import uvicorn
+
+    if not Path(model_dir).is_dir():
+        raise InputError("the transformers backend serves a local model folder; this is not a directory",
+                         where=str(model_dir))
+    workdir: str | None = None
+    served = model_dir
+    if adapter is not None:
+        workdir = tempfile.mkdtemp(prefix="agentrefine-merged-")
+        served = str(merge_adapter(model_dir, adapter, workdir))
+    try:
+        app, shutdown = _build_app(served, model_name=model_name, api_key=api_key, device=device, dtype=dtype)
+    except BaseException:
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="agentrefine-serve", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=15)
+        shutdown()
+        sock.close()
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    url = f"http://{host}:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while not server.started:
+            if not thread.is_alive():
+                raise AgentRefineError(f"the transformers server thread exited during startup ({url})")
+            if time.monotonic() > deadline:
+                raise AgentRefineError(f"the transformers server did not start within {startup_timeout_s:.0f}s")
+            time.sleep(0.05)
+    except BaseException:
+        stop()
+        raise
+    return ServerHandle(f"{url}/v1", model_name, api_key, "transformers", stop, thread.is_alive)
+
+
+def start_server(
+    model_dir: str | os.PathLike,
+    *,
+    backend: str = "transformers",
+    adapter: str | os.PathLike | None = None,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    api_key: str | None = None,
+    model_name: str = DEFAULT_MODEL_NAME,
+    device: str = "cpu",
+    dtype: str = "auto",
+    tensor_parallel: int = 1,
+    vllm_bin: str | None = None,
+    startup_timeout_s: float = 600.0,
+    extra_args: Sequence[str] = (),
+) -> ServerHandle:
+    """Start a server for ``model_dir`` (+ ``adapter``) and return once it answers; ``port=0`` picks a free one.
+
+    ``api_key`` defaults to a fresh random key (``handle.api_key``). ``backend`` is ``"transformers"`` (in
+    this process, CPU by default) or ``"vllm"`` (a subprocess; ``tensor_parallel``, ``vllm_bin``, ``extra_args``).
+    """
+    api_key = api_key or secrets.token_urlsafe(24)
+    adapter_s = str(adapter) if adapter is not None else None
+    if adapter_s is not None and not Path(adapter_s).is_dir():
+        raise InputError("adapter folder not found", where=adapter_s)
+    if backend == "transformers":
+        return _start_transformers(str(model_dir), adapter_s, host=host, port=port, api_key=api_key,
+                                   model_name=model_name, device=device, dtype=dtype,
+                                   startup_timeout_s=startup_timeout_s)
+    if backend == "vllm":
+        return _start_vllm(str(model_dir), adapter_s, host=host, port=port, api_key=api_key, model_name=model_name,
+                           tensor_parallel=tensor_parallel, vllm_bin=vllm_bin, startup_timeout_s=startup_timeout_s,
+                           extra_args=extra_args)
+    raise InputError(f"unknown backend {backend!r}; choose 'vllm' or 'transformers'", field="backend")
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="base model: a local folder (or a hub id for vLLM)")
+    parser.add_argument("--adapter", help="LoRA adapter folder written by training.sft (optional)")
+    parser.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto",
+                        help="vllm (GPU) or transformers (CPU); auto = vllm when it can be found, else transformers")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="model name clients ask for (default agentrefine)")
+    parser.add_argument("--api-key", help="bearer key clients must send (default: a random key, printed)")
+    parser.add_argument("--tensor-parallel", type=int, default=1, help="vLLM --tensor-parallel-size")
+    parser.add_argument("--vllm-bin", help="vLLM executable (default: $AGENTREFINE_VLLM or vllm on PATH)")
+    parser.add_argument("--device", default="cpu", help="transformers backend device (cpu, cuda:0, auto)")
+    parser.add_argument("--print-command", action="store_true", help="vllm: print the command line and exit")
+
+
+def cli_run(args: argparse.Namespace) -> int:
+    backend = args.backend
+    if backend == "auto":
+        try:
+            resolve_vllm_bin(args.vllm_bin)
+            backend = "vllm"
+        except AgentRefineError:
+            backend = "transformers"
+    api_key = args.api_key or os.environ.get("AGENTREFINE_API_KEY") or secrets.token_urlsafe(24)
+    if args.print_command:
+        cmd = vllm_command(args.model, args.adapter, api_key=api_key, port=args.port, host=args.host,
+                           tensor_parallel=args.tensor_parallel, model_name=args.name,
+                           vllm_bin=args.vllm_bin or os.environ.get("AGENTREFINE_VLLM") or "vllm")
+        print(" ".join(_quote(c) for c in cmd))
+        return 0
+    print(f"agentrefine serve: starting the {backend} backend for {args.model}"
+          + (f" + {args.adapter}" if args.adapter else ""), file=sys.stderr, flush=True)
+    handle = start_server(args.model, backend=backend, adapter=args.adapter, port=args.port, host=args.host,
+                          api_key=api_key, model_name=args.name, device=args.device,
+                          tensor_parallel=args.tensor_parallel, vllm_bin=args.vllm_bin)
+    print(f"serving {handle.model_name!r} at {handle.base_url} ({handle.backend}); Ctrl-C stops it")
+    print(f"export AGENTREFINE_BASE_URL={handle.base_url} AGENTREFINE_MODEL={handle.model_name} "
+          f"AGENTREFINE_API_KEY={handle.api_key}", flush=True)
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        handle.wait()
+        return 0 if handle._stopped else 1
+    except KeyboardInterrupt:
+        print("agentrefine serve: stopping", file=sys.stderr)
+        return 0
+    finally:
+        handle.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "ServerHandle",
+    "VLLM_LORA_RANKS",
+    "cli_add_arguments",
+    "cli_run",
+    "find_chat_template",
+    "lora_rank",
+    "merge_adapter",
+    "resolve_vllm_bin",
+    "start_server",
+    "trim_at_stop",
+    "vllm_command",
+    "vllm_max_lora_rank",
+]
