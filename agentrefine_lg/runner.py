@@ -1,0 +1,600 @@
+"""``agentrefine synthesize``: concurrent, resumable batch synthesis over personas.
+
+One compiled synthesis graph (:func:`agentrefine_lg.synthesis.create_synthesis_graph`) is invoked per
+persona, at most ``--concurrency`` at a time (asyncio). The output directory holds:
+
+- ``samples.jsonl``: accepted samples, appended as they finish, each line flushed and fsync'd;
+- ``ledger.jsonl``: one line per finished persona (accepted / rejected, attempts, tokens per model);
+- ``manifest.json``: the run's arguments, teacher, counts and summary (rewritten atomically).
+
+Resume = run the same command again: a torn last line (``kill -9`` mid-write) is cut off, personas already
+accepted (by ``samples.jsonl``, the source of truth) or rejected (by the ledger) are skipped, so nothing is
+duplicated and no accepted sample is lost. ``--shard i/n`` takes the personas whose stable id hashes to
+``i`` mod ``n``; shards never overlap and :func:`merge_shards` joins their directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.schema import Persona, TokenUsage
+
+SAMPLES, LEDGER, MANIFEST = "samples.jsonl", "ledger.jsonl", "manifest.json"
+
+# USD per 1M tokens (input, output): list prices of common teachers as of 2025. Override with --price.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "o3-mini": (1.10, 4.40),
+    "o4-mini": (1.10, 4.40),
+    "deepseek-chat": (0.27, 1.10),
+    "deepseek-reasoner": (0.55, 2.19),
+    "claude-3-5-sonnet": (3.00, 15.00),
+    "claude-sonnet-4": (3.00, 15.00),
+}
+
+
+def price_of(model: str, prices: dict[str, tuple[float, float]] | None = None) -> tuple[float, float] | None:
+    """(input, output) USD per 1M tokens for a teacher name such as ``openai:gpt-4o-2024-08-06``; None if unknown."""
+    table = {**PRICES, **(prices or {})}
+    name = model.split(":", 1)[-1].split("/")[-1].lower()
+    if name in table:
+        return table[name]
+    matches = [k for k in table if name.startswith(k + "-")]  # dated snapshots: gpt-4o-2024-08-06
+    return table[max(matches, key=len)] if matches else None
+
+
+def cost_of(model: str, usage: TokenUsage | dict, prices: dict[str, tuple[float, float]] | None = None) -> float | str:
+    """USD cost of ``usage`` on ``model``, or ``'n/a'`` for models missing from the price table."""
+    usage = usage if isinstance(usage, TokenUsage) else TokenUsage.model_validate(usage)
+    if usage.calls == 0 and usage.total_tokens == 0:
+        return 0.0
+    price = price_of(model, prices)
+    if price is None:
+        return "n/a"
+    return round((usage.input_tokens * price[0] + usage.output_tokens * price[1]) / 1e6, 6)
+
+
+# ---------------------------------------------------------------------------------------------- shards
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``'2/8'`` -> (2, 8); indices are 0-based."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise InputError(f"--shard must look like i/n (e.g. 0/4), got {text!r}", field="shard") from None
+    if n < 1 or not 0 <= i < n:
+        raise InputError(f"--shard {text!r}: need 0 <= i < n", field="shard")
+    return i, n
+
+
+def in_shard(pid: str, shard: tuple[int, int]) -> bool:
+    """Stable: depends only on the persona id, so shards never overlap whatever the file order."""
+    i, n = shard
+    return n == 1 or int(pid, 16) % n == i
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def _read_jsonl(path: Path, *, repair: bool) -> list[dict[str, Any]]:
+    """Rows of a JSONL file. A torn last line (no newline: the writer was killed) is dropped, and with
+    ``repair`` cut off the file so later appends start on a clean line."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data) and repair:
+        with open(path, "r+b") as f:
+            f.truncate(end)
+            f.flush()
+            os.fsync(f.fileno())
+    rows = []
+    for lineno, line in enumerate(data[:end].splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc.msg}); remove or fix the line", where=f"{path}:{lineno}") from None
+    return rows
+
+
+def _sample_pid(row: dict[str, Any]) -> str:
+    from agentrefine_lg.schema import persona_id
+
+    if row.get("persona_id"):
+        return str(row["persona_id"])
+    if row.get("persona"):
+        return persona_id(str(row["persona"]))
+    return str(row.get("id"))
+
+
+class _Appender:
+    """Append-only JSONL: each record is one write of a whole line, flushed and fsync'd."""
+
+    def __init__(self, path: Path):
+        self.f = open(path, "a", encoding="utf-8")
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def summarize(samples: list[dict[str, Any]], ledger: list[dict[str, Any]],
+              prices: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """Acceptance rate, mean error->refine pairs, LLM calls / tokens per accepted trajectory, distinct
+    action templates and environments, retries, usage and cost per model."""
+    accepted_ids = {_sample_pid(r) for r in samples}
+    last: dict[str, dict[str, Any]] = {}
+    for row in ledger:
+        last[row["persona_id"]] = row
+    rejected = {pid for pid, row in last.items() if row.get("status") == "rejected" and pid not in accepted_ids}
+    usage: dict[str, TokenUsage] = {}
+    retries: dict[str, int] = {}
+    counted: set[str] = set()
+
+    def add(row_usage: dict[str, Any], attempts: dict[str, Any]) -> None:
+        for model, u in (row_usage or {}).items():
+            usage[model] = usage.get(model, TokenUsage()).add(u)
+        for key, value in (attempts or {}).items():
+            retries[key] = retries.get(key, 0) + int(value or 0)
+
+    for row in ledger:  # every finished persona's cost, rejected and repeated ones included
+        add(row.get("usage"), row.get("attempts"))
+        counted.add(row["persona_id"])
+    for row in samples:  # accepted samples whose ledger line was lost (crash between the two writes)
+        pid = _sample_pid(row)
+        if pid not in counted:
+            add({row.get("teacher") or "unknown": row.get("usage") or {}}, row.get("attempts"))
+
+    pairs, templates, environments = [], set(), set()
+    for row in samples:
+        if row.get("pairs") is not None:
+            pairs.append(int(row["pairs"]))
+        script = row.get("script") or {}
+        for template in (script.get("Available Actions") or {}):
+            templates.add(" ".join(str(template).lower().split()))
+        env = json.dumps(script.get("Environment"), sort_keys=True, ensure_ascii=False)
+        environments.add(hashlib.sha256(env.encode()).hexdigest())
+    n_acc, n_rej = len(accepted_ids), len(rejected)
+    total = TokenUsage()
+    for u in usage.values():
+        total = total.add(u)
+    costs = {m: cost_of(m, u, prices) for m, u in usage.items()}
+    known = [c for c in costs.values() if isinstance(c, float)]
+    return {
+        "accepted": n_acc,
+        "rejected": n_rej,
+        "acceptance_rate": round(n_acc / (n_acc + n_rej), 4) if n_acc + n_rej else None,
+        "mean_pairs": round(sum(pairs) / len(pairs), 3) if pairs else None,
+        "llm_calls_per_accepted": round(total.calls / n_acc, 3) if n_acc else None,
+        "tokens_per_accepted": round(total.total_tokens / n_acc, 1) if n_acc else None,
+        "distinct_action_templates": len(templates),
+        "distinct_environments": len(environments),
+        "retries": retries,
+        "usage": {m: u.model_dump() for m, u in usage.items()},
+        "cost_usd": costs,
+        "total_cost_usd": round(sum(known), 6) if len(known) == len(costs) else "n/a",
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    s = summary
+    lines = [
+        f"accepted {s['accepted']}, rejected {s['rejected']}, acceptance rate {s['acceptance_rate']}",
+        f"mean error->refine pairs {s['mean_pairs']}; per accepted trajectory: {s['llm_calls_per_accepted']} LLM calls, "
+        f"{s['tokens_per_accepted']} tokens",
+        f"distinct action templates {s['distinct_action_templates']}, distinct environments {s['distinct_environments']}",
+        "retries: " + (", ".join(f"{k} {v}" for k, v in s["retries"].items()) or "none"),
+    ]
+    for model, usage in s["usage"].items():
+        lines.append(f"{model}: {usage['calls']} calls, {usage['input_tokens']} in + {usage['output_tokens']} out tokens, "
+                     f"cost {s['cost_usd'][model]}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- teacher
+
+
+@dataclass
+class Teacher:
+    """The roles a run uses, with the mode they need and a name for the manifest."""
+
+    script_writer: Any
+    trajectory_roles: Any  # a TrajectoryWriter, or (player, dm)
+    mode: str
+    name: str
+    roles: list[Any] = field(default_factory=list)
+
+
+def build_teacher(
+    *,
+    teacher: str | None = None,
+    base_url: str | None = None,
+    model: str | None = None,
+    api_key: str | None = None,
+    mode: str | None = None,
+    structured: str = "auto",
+    temperature: float | None = None,
+    timeout: float | None = None,
+    min_pairs: int = 2,
+    format_retries: int = 1,
+    cache_dir: str | None = None,
+) -> Teacher:
+    """The default (no ``teacher`` and no ``base_url``, or ``teacher='grounded'``) is the embedded,
+    engine-backed teacher (interactive). Otherwise an LLM: ``teacher`` is an ``init_chat_model`` spec
+    (``openai:gpt-4o``) or ``base_url`` + ``model`` an OpenAI-compatible server (vLLM).
+
+    LLM clients get ``max_retries=0``: the graph's RetryPolicy is the one retry layer, so every retry is counted.
+    """
+    if base_url or (teacher and teacher != "grounded"):
+        from agentrefine_lg.llm_roles import llm_teacher
+
+        kwargs: dict[str, Any] = {"max_retries": 0}
+        if temperature is not None:
+            kwargs["temperature"] = temperature
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        if base_url:
+            if not model:
+                raise InputError("--base-url needs --model (the served model's name)", field="model")
+            from langchain_openai import ChatOpenAI
+
+            chat = ChatOpenAI(base_url=base_url, model=model, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+                              **kwargs)
+            name = model
+        else:
+            from langchain.chat_models import init_chat_model
+
+            try:
+                chat = init_chat_model(teacher, **kwargs)
+            except (ImportError, ValueError) as exc:
+                raise AgentRefineError(f"--teacher {teacher!r}: {exc}") from None
+            name = teacher
+        mode = mode or "one_shot"
+        writer, roles = llm_teacher(chat, mode=mode, min_pairs=min_pairs, structured=structured,  # type: ignore[arg-type]
+                                    format_retries=format_retries, name=name)
+        flat = [writer, *(roles if isinstance(roles, tuple) else (roles,))]
+        return Teacher(writer, roles, mode, name, flat)
+    from agentrefine_lg.grounded import grounded_teacher
+
+    if mode not in (None, "interactive"):
+        raise InputError("the grounded teacher is interactive (its DM is an engine); drop --mode or use --teacher",
+                         field="mode")
+    writer, player, dm = grounded_teacher(cache_dir=cache_dir) if cache_dir else grounded_teacher()
+    return Teacher(writer, (player, dm), "interactive", getattr(writer, "name", "grounded"), [writer, player, dm])
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class RunResult:
+    summary: dict[str, Any]
+    new_accepted: int
+    new_rejected: int
+    crashed: int
+    exhausted: bool  # ran out of personas before reaching n
+
+
+async def run_synthesis(
+    graph: Any,
+    personas: Iterable[Persona],
+    out_dir: str | Path,
+    *,
+    n: int,
+    concurrency: int = 8,
+    shard: tuple[int, int] = (0, 1),
+    retry_rejected: bool = False,
+    recursion_limit: int = 200,
+    progress: bool | None = None,
+    manifest: dict[str, Any] | None = None,
+    prices: dict[str, tuple[float, float]] | None = None,
+    max_crashes: int = 20,
+) -> RunResult:
+    """Run ``graph`` (a compiled synthesis graph) over ``personas`` until ``n`` samples are accepted in
+    ``out_dir`` (counting earlier runs'), with at most ``concurrency`` personas in flight."""
+    from tqdm.auto import tqdm
+
+    from agentrefine_lg.llm_roles import is_fatal_error
+
+    if n < 1 or concurrency < 1:
+        raise InputError("--n and --concurrency must be >= 1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = _read_jsonl(out / SAMPLES, repair=True)
+    ledger = _read_jsonl(out / LEDGER, repair=True)
+    accepted_ids = {_sample_pid(r) for r in samples}
+    rejected_ids = {r["persona_id"] for r in ledger if r.get("status") == "rejected"} - accepted_ids
+    skip = accepted_ids | (set() if retry_rejected else rejected_ids)
+    done_in_shard = sum(1 for pid in accepted_ids if in_shard(pid, shard))
+
+    todo: Iterator[Persona] = (p for p in personas if in_shard(p.id, shard) and p.id not in skip)
+    manifest = dict(manifest or {})
+    runs = list(_read_manifest(out).get("runs", []))
+    runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "resumed_with": len(samples), **manifest.get("run", {})})
+    manifest["runs"] = runs
+    _write_json_atomic(out / MANIFEST, {**manifest, "status": "running"})
+
+    sample_file, ledger_file = _Appender(out / SAMPLES), _Appender(out / LEDGER)
+    counters = {"accepted": done_in_shard, "rejected": 0, "retries": 0, "tokens": 0, "crashed": 0}
+    bar = tqdm(total=n, initial=min(done_in_shard, n), unit="sample", desc="synthesize",
+               disable=(not progress) if progress is not None else None, dynamic_ncols=True)
+
+    def postfix() -> None:
+        bar.set_postfix(rejected=counters["rejected"], retries=counters["retries"], tokens=counters["tokens"], refresh=False)
+
+    async def one(persona: Persona) -> tuple[Persona, dict[str, Any], float]:
+        t0 = time.perf_counter()
+        final: dict[str, Any] = {}
+        config = {"recursion_limit": recursion_limit, "run_name": f"synthesize:{persona.id}"}
+        async for mode, chunk in graph.astream({"synth_persona": persona.text}, config, stream_mode=["custom", "values"]):
+            if mode == "values":
+                final = chunk
+            elif isinstance(chunk, dict) and chunk.get("type") in ("rejected", "retry"):
+                counters["retries"] += int(chunk.get("retries", 1))
+                postfix()
+        return persona, final, time.perf_counter() - t0
+
+    new_acc = new_rej = 0
+    exhausted = False
+    in_flight: set[asyncio.Task] = set()
+    crash_examples: list[str] = []
+    try:
+        while counters["accepted"] < n:
+            while len(in_flight) < concurrency and counters["accepted"] + len(in_flight) < n:
+                persona = next(todo, None)
+                if persona is None:
+                    exhausted = True
+                    break
+                in_flight.add(asyncio.ensure_future(one(persona)))
+            if not in_flight:
+                break
+            done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if exc is not None:
+                    if is_fatal_error(exc):
+                        raise AgentRefineError(f"the teacher refused the request, stopping: {type(exc).__name__}: {exc}") from exc
+                    counters["crashed"] += 1
+                    crash_examples.append(f"{type(exc).__name__}: {exc}")
+                    print(f"agentrefine synthesize: a persona failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                          "it is not in the ledger and will be retried on resume", file=sys.stderr)
+                    if counters["crashed"] > max_crashes:
+                        raise AgentRefineError(f"{counters['crashed']} personas crashed (first: {crash_examples[0]}); stopping")
+                    continue
+                persona, final, seconds = task.result()
+                usage = final.get("synth_usage") or {}
+                tokens = sum(int(u.get("total_tokens", 0)) for u in usage.values())
+                counters["tokens"] += tokens
+                from agentrefine_lg.synthesis import attempts_of
+
+                row = {"persona_id": persona.id, "status": final.get("synth_status") or "rejected",
+                       "reason": final.get("synth_reason"), "attempts": attempts_of(final), "usage": usage,
+                       "pairs": (final.get("synth_report") or {}).get("pairs") if final.get("synth_status") == "accepted" else None,
+                       "seconds": round(seconds, 3)}
+                sample = final.get("synth_sample")
+                if row["status"] == "accepted" and sample:
+                    sample_file.write(sample)  # the sample first: it is the source of truth on resume
+                    samples.append(sample)
+                    counters["accepted"] += 1
+                    new_acc += 1
+                    bar.update(1)
+                else:
+                    row["status"] = "rejected"
+                    counters["rejected"] += 1
+                    new_rej += 1
+                ledger_file.write(row)
+                ledger.append(row)
+                postfix()
+    finally:
+        for task in in_flight:
+            task.cancel()
+        if in_flight:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+        bar.close()
+        sample_file.close()
+        ledger_file.close()
+        summary = summarize(samples, ledger, prices)
+        status = "complete" if counters["accepted"] >= n else ("exhausted" if exhausted else "interrupted")
+        _write_json_atomic(out / MANIFEST, {**manifest, "status": status, "counts": {
+            "target": n, "accepted_in_shard": counters["accepted"], "new_accepted": new_acc, "new_rejected": new_rej,
+            "crashed": counters["crashed"]}, "summary": summary})
+    return RunResult(summary, new_acc, new_rej, counters["crashed"], exhausted)
+
+
+def _read_manifest(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def merge_shards(dirs: Iterable[str | Path], out: str | Path, *, prices: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """Join shard directories into ``out`` (samples, ledger, manifest), each persona once. Returns the summary.
+    Source directories are only read; a torn last line in one of them is skipped."""
+    out = Path(out)
+    dirs = [Path(d) for d in dirs]
+    for d in dirs:
+        if not (d / SAMPLES).exists() and not (d / LEDGER).exists():
+            raise InputError(f"{d} holds no {SAMPLES} or {LEDGER}: not a synthesis output directory")
+        if d.resolve() == out.resolve():
+            raise InputError(f"the merge output {out} is also an input")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (SAMPLES, LEDGER):
+        if (out / name).exists() and (out / name).stat().st_size:
+            raise InputError(f"{out / name} exists and is not empty; merge into a new directory")
+    seen: set[str] = set()
+    samples: list[dict[str, Any]] = []
+    for d in dirs:
+        for row in _read_jsonl(d / SAMPLES, repair=False):
+            pid = _sample_pid(row)
+            if pid not in seen:
+                seen.add(pid)
+                samples.append(row)
+    ledger: list[dict[str, Any]] = []
+    for d in dirs:
+        ledger.extend(_read_jsonl(d / LEDGER, repair=False))
+    with open(out / SAMPLES, "w", encoding="utf-8") as f:
+        for row in samples:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with open(out / LEDGER, "w", encoding="utf-8") as f:
+        for row in ledger:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary = summarize(samples, ledger, prices)
+    _write_json_atomic(out / MANIFEST, {"merged_from": [str(d) for d in dirs],
+                                        "shards": [_read_manifest(d).get("shard") for d in dirs],
+                                        "status": "merged", "summary": summary})
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("data")
+    g.add_argument("--personas", help="Persona Hub JSONL ({\"persona\": ...} per line) or text, one per line "
+                                      "(default: the built-in list)")
+    g.add_argument("--n", type=int, default=100, help="accepted samples to reach in --out (per shard; default 100)")
+    g.add_argument("--out", help="output directory (samples.jsonl, ledger.jsonl, manifest.json); rerun to resume")
+    g.add_argument("--shard", help="i/n: only personas whose id hashes to i mod n (0-based)")
+    g.add_argument("--retry-rejected", action="store_true", help="also rerun personas rejected in an earlier run")
+    g.add_argument("--merge", nargs="+", metavar="DIR", help="merge these shard directories into --out and exit")
+    t = parser.add_argument_group("teacher (default: the embedded grounded teacher, interactive)")
+    t.add_argument("--teacher", help="a LangChain model spec, e.g. openai:gpt-4o ('grounded' = the default)")
+    t.add_argument("--base-url", help="an OpenAI-compatible server, e.g. vLLM at http://localhost:8000/v1")
+    t.add_argument("--model", help="the model name at --base-url")
+    t.add_argument("--api-key", help="API key for --base-url (default: $OPENAI_API_KEY or 'EMPTY')")
+    t.add_argument("--mode", choices=["one_shot", "interactive"],
+                   help="one_shot (the paper; LLM default) or interactive (Player and DM turn by turn)")
+    t.add_argument("--structured", default="auto", choices=["auto", "json_schema", "function_calling", "json_mode", "text"],
+                   help="how LLM output is constrained (default auto: json_schema on OpenAI-compatible servers)")
+    t.add_argument("--temperature", type=float, default=None)
+    t.add_argument("--format-retries", type=int, default=1, help="malformed answers fed back per call (default 1)")
+    t.add_argument("--cache-dir", help="grounded teacher: where generated worlds are cached")
+    r = parser.add_argument_group("limits (METHOD.md decision 3)")
+    r.add_argument("--concurrency", type=int, default=8, help="personas in flight (default 8)")
+    r.add_argument("--max-script-attempts", type=int, default=3)
+    r.add_argument("--max-trajectory-attempts", type=int, default=4)
+    r.add_argument("--restart-after", type=int, default=2)
+    r.add_argument("--min-pairs", type=int, default=2)
+    r.add_argument("--max-turns", type=int, default=40)
+    r.add_argument("--llm-max-attempts", type=int, default=4, help="tries per LLM call on 429/5xx/timeouts")
+    r.add_argument("--retry-interval", type=float, default=1.0, help="first backoff interval in seconds")
+    r.add_argument("--llm-timeout", type=float, default=None, help="seconds per LLM call attempt")
+    o = parser.add_argument_group("output")
+    o.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT",
+                   help="USD per 1M input/output tokens for a model missing from the built-in table")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_prices(items: list[str]) -> dict[str, tuple[float, float]]:
+    out = {}
+    for item in items:
+        try:
+            name, values = item.split("=", 1)
+            inp, outp = (float(x) for x in values.split(","))
+        except ValueError:
+            raise InputError(f"--price {item!r}: expected MODEL=IN,OUT (USD per 1M tokens)", field="price") from None
+        out[name.split(":", 1)[-1].lower()] = (inp, outp)
+    return out
+
+
+def cli_run(args: argparse.Namespace) -> int:
+    from agentrefine_lg.personas import load_personas
+    from agentrefine_lg.synthesis import SynthesisSettings, create_synthesis_graph, recursion_limit
+
+    prices = _parse_prices(args.price)
+    if not args.out:
+        raise InputError("--out DIR is required", field="out")
+    if args.merge:
+        summary = merge_shards(args.merge, args.out, prices=prices)
+        print(format_summary(summary))
+        return 0
+    shard = parse_shard(args.shard)
+    settings = SynthesisSettings(
+        max_script_attempts=args.max_script_attempts, max_trajectory_attempts=args.max_trajectory_attempts,
+        restart_after=args.restart_after, min_pairs=args.min_pairs, max_turns=args.max_turns,
+        llm_max_attempts=args.llm_max_attempts, retry_initial_interval=args.retry_interval, llm_timeout=args.llm_timeout,
+    )
+    teacher = build_teacher(teacher=args.teacher, base_url=args.base_url, model=args.model, api_key=args.api_key,
+                            mode=args.mode, structured=args.structured, temperature=args.temperature,
+                            min_pairs=args.min_pairs, format_retries=args.format_retries, cache_dir=args.cache_dir)
+    graph = create_synthesis_graph(teacher.script_writer, teacher.trajectory_roles, mode=teacher.mode,  # type: ignore[arg-type]
+                                   settings=settings).compile()
+    personas = load_personas(args.personas)
+    run_args = {k: v for k, v in vars(args).items() if k not in ("api_key", "func")}
+    manifest = {
+        "command": "agentrefine synthesize", "args": run_args, "teacher": teacher.name, "mode": teacher.mode,
+        "shard": f"{shard[0]}/{shard[1]}", "personas_source": args.personas or "built-in",
+        "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+        "run": {"teacher": teacher.name, "mode": teacher.mode, "n": args.n, "concurrency": args.concurrency},
+    }
+    previous = _read_manifest(Path(args.out))
+    if previous.get("teacher") and (previous.get("teacher"), previous.get("mode")) != (teacher.name, teacher.mode):
+        print(f"agentrefine synthesize: note: {args.out} was started with teacher {previous.get('teacher')!r} "
+              f"({previous.get('mode')}); this run adds samples from {teacher.name!r} ({teacher.mode})", file=sys.stderr)
+    result = asyncio.run(run_synthesis(
+        graph, personas, args.out, n=args.n, concurrency=args.concurrency, shard=shard,
+        retry_rejected=args.retry_rejected, recursion_limit=recursion_limit(settings, teacher.mode),  # type: ignore[arg-type]
+        progress=False if args.no_progress else None, manifest=manifest, prices=prices))
+    stats = {getattr(r, "name", "?"): getattr(r, "stats", None) for r in teacher.roles if getattr(r, "stats", None)}
+    if stats:
+        manifest_now = _read_manifest(Path(args.out))
+        manifest_now["role_stats"] = {f"{type(r).__name__}": r.stats for r in teacher.roles if getattr(r, "stats", None)}
+        _write_json_atomic(Path(args.out) / MANIFEST, manifest_now)
+    print(format_summary(result.summary))
+    if result.exhausted and result.summary["accepted"] < args.n:
+        print(f"agentrefine synthesize: the personas ran out before {args.n} accepted samples "
+              f"({result.summary['accepted']} in {args.out})", file=sys.stderr)
+    return 0
+
+
+__all__ = [
+    "PRICES",
+    "RunResult",
+    "Teacher",
+    "build_teacher",
+    "cli_add_arguments",
+    "cli_run",
+    "cost_of",
+    "format_summary",
+    "in_shard",
+    "merge_shards",
+    "parse_shard",
+    "price_of",
+    "run_synthesis",
+    "summarize",
+]

@@ -1,0 +1,65 @@
+"""Ready synthesis graphs for ``langgraph dev`` / LangGraph Server (registered in ``langgraph.json``).
+
+The teacher comes from environment variables (``langgraph.json``'s ``env`` sets the defaults):
+
+- ``AGENTREFINE_TEACHER``: ``grounded`` (the embedded engine-backed teacher, no key needed) or a LangChain
+  model spec such as ``openai:gpt-4o``;
+- or ``AGENTREFINE_BASE_URL`` + ``AGENTREFINE_MODEL`` (+ ``AGENTREFINE_API_KEY``): an OpenAI-compatible
+  server such as vLLM;
+- ``AGENTREFINE_MODE``: ``one_shot`` (the paper; LLM default) or ``interactive`` (grounded default);
+- ``AGENTREFINE_SETTINGS``: JSON of :class:`agentrefine_lg.synthesis.SynthesisSettings` overrides,
+  e.g. ``{"min_pairs": 3}``; ``AGENTREFINE_CACHE_DIR``: the grounded teacher's world cache.
+
+Inputs: ``{"synth_persona": "..."}`` (``graph``, ``script_graph``) or ``{"synth_script": {...}}``
+(``trajectory_graph``). Stream with ``stream_mode="custom"`` to watch every rejected attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from agentrefine_lg.runner import build_teacher
+from agentrefine_lg.synthesis import (
+    SynthesisSettings,
+    create_script_graph,
+    create_synthesis_graph,
+    create_trajectory_graph,
+    recursion_limit,
+)
+
+
+def _settings() -> SynthesisSettings:
+    raw = os.environ.get("AGENTREFINE_SETTINGS", "").strip()
+    return SynthesisSettings.build(None, **(json.loads(raw) if raw else {}))
+
+
+def _teacher(settings: SynthesisSettings):
+    teacher = os.environ.get("AGENTREFINE_TEACHER", "").strip() or None
+    base_url = os.environ.get("AGENTREFINE_BASE_URL", "").strip() or None
+    return build_teacher(
+        teacher=None if base_url else teacher,
+        base_url=base_url,
+        model=os.environ.get("AGENTREFINE_MODEL") or None,
+        api_key=os.environ.get("AGENTREFINE_API_KEY") or None,
+        mode=os.environ.get("AGENTREFINE_MODE") or None,
+        min_pairs=settings.min_pairs,
+        cache_dir=os.environ.get("AGENTREFINE_CACHE_DIR") or None,
+    )
+
+
+settings = _settings()
+teacher = _teacher(settings)
+_limit = {"recursion_limit": recursion_limit(settings, teacher.mode)}  # type: ignore[arg-type]
+
+script_graph = create_script_graph(teacher.script_writer, settings=settings).compile(name="agentrefine-script")
+trajectory_graph = (
+    create_trajectory_graph(teacher.trajectory_roles, mode=teacher.mode, settings=settings)  # type: ignore[arg-type]
+    .compile(name="agentrefine-trajectory").with_config(_limit)
+)
+graph = (
+    create_synthesis_graph(teacher.script_writer, teacher.trajectory_roles, mode=teacher.mode, settings=settings)  # type: ignore[arg-type]
+    .compile(name="agentrefine-synthesis").with_config(_limit)
+)
+
+__all__ = ["graph", "script_graph", "settings", "teacher", "trajectory_graph"]
