@@ -63,10 +63,18 @@ def extract_json(text: str) -> Any:
             return json.loads(block.strip())
         except json.JSONDecodeError:
             continue
-    # Leading or trailing prose: decode from each of the first few '{' / '[' positions.
+    # Leading or trailing prose: decode from each top-level '{' / '[' (bracket depth 0 before it), so a
+    # truncated object is never mistaken for one of its own inner lists.
     decoder = json.JSONDecoder()
-    starts = [m.start() for m in re.finditer(r"[\[{]", stripped)][:20]
-    for start in starts:
+    starts, depth = [], 0
+    for i, ch in enumerate(stripped):
+        if ch in "[{":
+            if depth == 0:
+                starts.append(i)
+            depth += 1
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    for start in starts[:20]:
         try:
             value, _ = decoder.raw_decode(stripped, start)
         except json.JSONDecodeError:

@@ -237,6 +237,15 @@ class Teacher:
     mode: str
     name: str
     roles: list[Any] = field(default_factory=list)
+    grounded: bool = False
+
+    @property
+    def default_max_turns(self) -> int:
+        """Engine games need more turns than LLM-imagined ones (the grounded teacher's own cap)."""
+        return GROUNDED_MAX_TURNS if self.grounded else 40
+
+
+GROUNDED_MAX_TURNS = 160
 
 
 def build_teacher(
@@ -293,8 +302,12 @@ def build_teacher(
     if mode not in (None, "interactive"):
         raise InputError("the grounded teacher is interactive (its DM is an engine); drop --mode or use --teacher",
                          field="mode")
-    writer, player, dm = grounded_teacher(cache_dir=cache_dir) if cache_dir else grounded_teacher()
-    return Teacher(writer, (player, dm), "interactive", getattr(writer, "name", "grounded"), [writer, player, dm])
+    kwargs = {}
+    if min_pairs + 1 > 3:  # the grounded Player's default of 3-4 mistakes guarantees 2 pairs
+        kwargs = {"min_errors": min_pairs + 1, "max_errors": min_pairs + 2}
+    writer, player, dm = grounded_teacher(cache_dir, **kwargs)
+    return Teacher(writer, (player, dm), "interactive", getattr(writer, "name", "grounded"), [writer, player, dm],
+                   grounded=True)
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -510,7 +523,8 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--max-trajectory-attempts", type=int, default=4)
     r.add_argument("--restart-after", type=int, default=2)
     r.add_argument("--min-pairs", type=int, default=2)
-    r.add_argument("--max-turns", type=int, default=40)
+    r.add_argument("--max-turns", type=int, default=None,
+                   help="interactive episode cap (default 40; 160 with the grounded teacher)")
     r.add_argument("--llm-max-attempts", type=int, default=4, help="tries per LLM call on 429/5xx/timeouts")
     r.add_argument("--retry-interval", type=float, default=1.0, help="first backoff interval in seconds")
     r.add_argument("--llm-timeout", type=float, default=None, help="seconds per LLM call attempt")
@@ -544,14 +558,14 @@ def cli_run(args: argparse.Namespace) -> int:
         print(format_summary(summary))
         return 0
     shard = parse_shard(args.shard)
-    settings = SynthesisSettings(
-        max_script_attempts=args.max_script_attempts, max_trajectory_attempts=args.max_trajectory_attempts,
-        restart_after=args.restart_after, min_pairs=args.min_pairs, max_turns=args.max_turns,
-        llm_max_attempts=args.llm_max_attempts, retry_initial_interval=args.retry_interval, llm_timeout=args.llm_timeout,
-    )
     teacher = build_teacher(teacher=args.teacher, base_url=args.base_url, model=args.model, api_key=args.api_key,
                             mode=args.mode, structured=args.structured, temperature=args.temperature,
                             min_pairs=args.min_pairs, format_retries=args.format_retries, cache_dir=args.cache_dir)
+    settings = SynthesisSettings(
+        max_script_attempts=args.max_script_attempts, max_trajectory_attempts=args.max_trajectory_attempts,
+        restart_after=args.restart_after, min_pairs=args.min_pairs, max_turns=args.max_turns or teacher.default_max_turns,
+        llm_max_attempts=args.llm_max_attempts, retry_initial_interval=args.retry_interval, llm_timeout=args.llm_timeout,
+    )
     graph = create_synthesis_graph(teacher.script_writer, teacher.trajectory_roles, mode=teacher.mode,  # type: ignore[arg-type]
                                    settings=settings).compile()
     personas = load_personas(args.personas)

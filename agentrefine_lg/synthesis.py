@@ -136,6 +136,15 @@ class SynthesisState(TypedDict, total=False):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+_COUNTERS = ("synth_script_attempts", "synth_trajectory_attempts", "synth_continuations", "synth_restarts",
+             "synth_refinements", "synth_llm_failures", "synth_transient_retries")
+
+
+def _missing_counters(state: SynthesisState) -> dict[str, int]:
+    """Zeros for counters not in the state yet, so every run's output has all of them."""
+    return {key: 0 for key in _COUNTERS if key not in state}
+
+
 def _emit(event: dict[str, Any]) -> None:
     try:
         get_stream_writer()(event)
@@ -235,6 +244,7 @@ class _Nodes:
         if retries:
             _emit({"type": "retry", "node": "write_script", "retries": retries})
         return {
+            **_missing_counters(state),
             "synth_persona": persona,
             "synth_persona_id": persona_id(persona),
             "synth_script": raw.to_paper() if isinstance(raw, Script) else raw,
@@ -308,7 +318,7 @@ class _Nodes:
 
     def begin_trajectory(self, state: SynthesisState) -> dict[str, Any]:
         _script_of(state)  # fail early, clearly, on a missing/invalid script
-        return {"synth_trajectory": [], "synth_prefix": 0, "synth_trajectory_problems": [],
+        return {**_missing_counters(state), "synth_trajectory": [], "synth_prefix": 0, "synth_trajectory_problems": [],
                 "synth_script_trajectory_attempts": 0, "synth_consecutive_faults": 0,
                 "synth_trajectory_status": None, "synth_decision": None}
 
@@ -355,7 +365,7 @@ class _Nodes:
         update["synth_decision"] = None
         return update
 
-    async def player(self, state: SynthesisState, runtime: Runtime) -> dict[str, Any]:
+    async def player_node(self, state: SynthesisState, runtime: Runtime) -> dict[str, Any]:
         turns = _turns_of(state)
         turn, usage = await self.player.aact(_script_of(state), turns)
         turn = turn if isinstance(turn, Turn) else Turn.model_validate(turn)
@@ -561,7 +571,7 @@ def _add_trajectory_nodes(builder: StateGraph, nodes: _Nodes, *, accept: str, ne
         resume = "write_trajectory"
     else:
         builder.add_node("next_turn", lambda state: {})  # routes a continuation to whoever acts next
-        builder.add_node("player", nodes.player, retry_policy=policy, error_handler=nodes.trajectory_error,
+        builder.add_node("player", nodes.player_node, retry_policy=policy, error_handler=nodes.trajectory_error,
                          timeout=s.llm_timeout)
         builder.add_node("dm", nodes.dm_node, retry_policy=policy, error_handler=nodes.trajectory_error,
                          timeout=s.llm_timeout)

@@ -50,6 +50,8 @@ def _teacher(settings: SynthesisSettings):
 
 settings = _settings()
 teacher = _teacher(settings)
+if "max_turns" not in os.environ.get("AGENTREFINE_SETTINGS", ""):
+    settings = SynthesisSettings.build(settings, max_turns=teacher.default_max_turns)
 _limit = {"recursion_limit": recursion_limit(settings, teacher.mode)}  # type: ignore[arg-type]
 
 script_graph = create_script_graph(teacher.script_writer, settings=settings).compile(name="agentrefine-script")

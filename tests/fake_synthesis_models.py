@@ -209,3 +209,26 @@ class FakeOpenAIServer:
     def __exit__(self, *exc: Any) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# ---------------------------------------------------------------------------------------------- teacher
+
+
+class FixtureTeacher:
+    """A stateless, instant one-shot teacher for runner tests: the paper's script for every persona and the
+    paper's trajectory, except for personas containing ``reject`` whose trajectories never verify."""
+
+    name = "fixture-teacher"
+
+    def __init__(self) -> None:
+        self.personas: list[str] = []
+
+    async def awrite_script(self, persona: str, problems: list[str]):
+        self.personas.append(persona)
+        return script_fixture(), TokenUsage(input_tokens=30, output_tokens=20, total_tokens=50, calls=1)
+
+    async def awrite_trajectory(self, script: Script, prefix: list[Turn], problems: list[str]):
+        trajectory = trajectory_fixture()
+        if "reject" in (script.persona or "").lower():
+            trajectory = trajectory[:5]  # never completes
+        return trajectory, TokenUsage(input_tokens=60, output_tokens=40, total_tokens=100, calls=1)
