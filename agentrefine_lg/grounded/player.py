@@ -1,0 +1,348 @@
+"""The scripted Player: follows the engine's plan and, at seeded points, makes a realistic mistake.
+
+Mistakes come in the DM's three kinds and are built from the current state, then confirmed with the
+DM's own :func:`~agentrefine_lg.grounded.dm.judge` (without committing), so the DM flags each one with
+the intended flag:
+
+- parameter errors: the next command in a wrong form (``take the apple please``, a verb the grammar lacks,
+  a shortened or invented name, swapped arguments, ``n`` for ``go north``);
+- place errors: jumping ahead to a later step whose object is in another room, or handling something
+  that is elsewhere;
+- logic errors: an exit that does not exist, a later step done too early (taking before opening,
+  unlocking before fetching the key), taking what is already carried, opening what is open or locked.
+
+After each mistake the next Player turn refines: its thought quotes the DM's observation and explains the
+fix, and its action is the plan's next step, which the engine accepts. Mistakes never follow each other,
+and a failed action is never tried again. Everything is derived from the history, so the Player is
+stateless per call.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import string
+from dataclasses import dataclass
+
+from agentrefine_lg import prompts
+from agentrefine_lg.checks import match_action, normalize_action
+from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.grounded.dm import INSTRUMENT_SLOTS, GroundedWorlds, accepted_commands, canonical_command, judge
+from agentrefine_lg.grounded.engine import DIRECTIONS, TextWorldSession, WorldState
+from agentrefine_lg.grounded.script import grounding_of
+from agentrefine_lg.schema import Script, TokenUsage, Turn
+
+ERROR_KINDS = ("parameter_error", "place_error", "logic_error")
+
+# Verbs people type that the game's grammar does not have (each makes a parameter error).
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "take": ("grab", "pick up", "get"), "go": ("walk", "move", "head"), "open": ("pry open", "unseal"),
+    "close": ("shut",), "unlock": ("unbolt",), "eat": ("consume", "devour"), "drink": ("sip",),
+    "put": ("place", "set"), "insert": ("put", "place"), "drop": ("put down", "discard"),
+    "examine": ("inspect", "check", "read"), "cook": ("fry", "roast", "heat"), "slice": ("cut",),
+    "dice": ("cut", "cube"), "chop": ("cut", "hack"), "prepare": ("make", "cook"),
+    "inventory": ("check inventory", "show items"), "look": ("look around", "describe room"),
+}
+# Names a player might guess that a generated world may not have.
+GUESSED_NAMES = ("apple", "key", "sword", "lamp", "book", "box", "bottle", "rope", "map", "torch", "knife", "coin")
+
+
+@dataclass
+class Mistake:
+    action: str
+    kind: str  # one of ERROR_KINDS
+    sub: str  # parameter | place | wander | no_exit | order | logic (selects the thought template)
+    entity: str = ""
+    direction: str = ""
+    priority: int = 1  # 0 = most natural, tried first
+
+
+@dataclass(frozen=True)
+class MistakePlan:
+    positions: frozenset[int]  # numbers of accepted actions after which a mistake is made
+    kinds: tuple[str, ...]  # the preferred kind of the 1st, 2nd, ... mistake
+
+
+def _targets(values: dict[str, str]) -> list[str]:
+    return [v for slot, v in values.items() if slot not in INSTRUMENT_SLOTS and slot != "direction"]
+
+
+def _fmt(template: str, **fields: str) -> str:
+    """``str.format`` that leaves unknown fields empty (templates are data)."""
+    names = {n for _, n, _, _ in string.Formatter().parse(template) if n}
+    return template.format(**{n: fields.get(n, "") for n in names})
+
+
+def cite(observation: str | None, limit: int = 160) -> str:
+    """The first line of an observation, shortened, ending with punctuation: quoted in thoughts."""
+    line = next((ln.strip() for ln in (observation or "").splitlines() if ln.strip()), "Nothing happens.")
+    line = line.replace('"', "'")  # it is quoted in double quotes
+    if len(line) > limit:
+        line = line[:limit].rsplit(" ", 1)[0] + "..."
+    return line if line[-1] in ".!?" else line + "."
+
+
+# ---------------------------------------------------------------------------------------------- mistakes
+
+
+def parameter_mistakes(script: Script, command: str, rng: random.Random) -> list[Mistake]:
+    """Wrong forms of ``command`` (the plan's next step) that the rule check rejects."""
+    m = match_action(script, command)
+    values = list(m.values.values())
+    verb = command.split()[0]
+    every = {v for spec in script.available_actions.values() for vals in spec.parameters.values() for v in vals}
+    out = [f"{command} please"]
+    if verb == "go" and values:
+        d = values[0]
+        out += [d, f"go {d[0]}", f"go to the {d}"]
+    elif values:
+        first = values[0]
+        out.append(command.replace(first, "the " + first, 1))
+        words = first.split()
+        if len(words) > 1:
+            out.append(command.replace(first, words[-1], 1))  # a shortened name, as people type
+        guesses = [g for g in GUESSED_NAMES if g not in every and g not in command]
+        if guesses:
+            out.append(command.replace(first, rng.choice(guesses), 1))
+        if len(values) == 2 and m.template:
+            slots = list(m.values)
+            out.append(m.template.format(**{slots[0]: values[1], slots[1]: values[0]}))
+        else:
+            out.append(f"{command[len(verb):].strip()} {verb}")
+    for synonym in SYNONYMS.get(verb, ()):
+        out.append(synonym + command[len(verb):])
+    seen: set[str] = set()
+    result = []
+    for action in out:
+        if action not in seen and not match_action(script, action).ok:
+            seen.add(action)
+            result.append(Mistake(action, "parameter_error", "parameter"))
+    return result
+
+
+def place_mistakes(script: Script, state: WorldState) -> list[Mistake]:
+    """Actions on things that exist but are in another room: later plan steps first, then anything far."""
+    out: list[Mistake] = []
+    for command in state.policy[1:]:
+        m = match_action(script, command)
+        far = [e for e in _targets(m.values) if state.exists(e) and not state.reachable(e)] if m.ok else []
+        if far:
+            out.append(Mistake(command, "place_error", "place", entity=far[0], priority=0))
+    for template in ("take {item}", "open {door_or_container}", "examine {thing}"):
+        spec = script.available_actions.get(template)
+        if spec is None:
+            continue
+        slot = spec.slots[0]
+        for value in spec.parameters.get(slot, []):
+            if state.exists(value) and not state.reachable(value):
+                out.append(Mistake(template.format(**{slot: value}), "place_error", "wander", entity=value))
+    return out
+
+
+def logic_mistakes(script: Script, state: WorldState) -> list[Mistake]:
+    """Well-formed actions on things at hand that the engine refuses in this state."""
+    out: list[Mistake] = []
+    exits = state.exits.get(state.room or "", {})
+    for d in DIRECTIONS:
+        if d not in exits:
+            out.append(Mistake(f"go {d}", "logic_error", "no_exit", direction=d, priority=0))
+    for command in state.policy[1:4]:
+        m = match_action(script, command)
+        if m.ok and command not in state.admissible and all(state.reachable(e) for e in _targets(m.values)):
+            out.append(Mistake(command, "logic_error", "order", entity=(_targets(m.values) or [""])[0], priority=0))
+    if "take {item}" in script.available_actions:
+        out += [Mistake(f"take {x}", "logic_error", "logic", entity=x) for x in state.inventory]
+    if "open {door_or_container}" in script.available_actions:
+        for name in script.available_actions["open {door_or_container}"].parameters["door_or_container"]:
+            if state.reachable(name) and (state.has("open", name) or state.has("locked", name)):
+                out.append(Mistake(f"open {name}", "logic_error", "logic", entity=name))
+    if "eat {food}" in script.available_actions:
+        for name in script.available_actions["eat {food}"].parameters["food"]:
+            if state.reachable(name) and name not in state.inventory:
+                out.append(Mistake(f"eat {name}", "logic_error", "logic", entity=name))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- thoughts
+
+
+def step_thought(script: Script, state: WorldState, command: str, rng: random.Random) -> str:
+    """A templated thought for a correct step, filled from the state (rooms, locations, tools)."""
+    m = match_action(script, command)
+    template = m.template or ""
+    vals = list(m.values.values())
+    verb = template.split()[0] if template else ""
+    fields: dict[str, str] = {"action": command, "verb": verb}
+    if verb == "go" and vals:
+        dest = state.exits.get(state.room or "", {}).get(vals[0])
+        key, fields["direction"], fields["toward"] = "go", vals[0], f" to the {dest}" if dest else ""
+    elif verb == "take" and len(vals) == 2:
+        key, fields["item"], fields["where"] = "take_from", vals[0], state.where(vals[0])
+    elif verb in ("take", "drop", "eat", "drink") and vals:
+        key, fields["item"] = ("eat" if verb == "drink" else verb), vals[0]
+    elif verb in ("put", "insert", "cook") and len(vals) == 2:
+        key, fields["item"], fields["target"] = verb, vals[0], vals[1]
+    elif verb in ("slice", "dice", "chop") and len(vals) == 2:
+        key, fields["item"], fields["target"] = "cut", vals[0], vals[1]
+    elif verb == "unlock" and len(vals) == 2:
+        key, fields["target"], fields["key"] = "unlock", vals[0], vals[1]
+    elif verb in ("open", "examine") and vals:
+        key, fields["target"] = verb, vals[0]
+    elif verb in ("prepare", "inventory", "look"):
+        key = verb
+    else:
+        key = "other"
+    return _fmt(rng.choice(prompts.GROUNDED_STEP[key]), **fields)
+
+
+def refine_thought(script: Script, state: WorldState, bad: str, answer: Turn, fix: str, rng: random.Random) -> str:
+    """Why the last action failed (quoting the DM) and what the next one fixes."""
+    obs = cite(answer.observation)
+    nxt = step_thought(script, state, fix, rng)
+    m = match_action(script, bad)
+    if answer.parameter_error or not m.ok:
+        fm = match_action(script, fix)
+        if m.kind == "bad_value" and m.template:
+            allowed = script.available_actions[m.template].parameters
+            slot, value = next(((s, v) for s, v in m.values.items() if v not in allowed.get(s, [])),
+                               next(iter(m.values.items()), ("value", bad)))
+            right = fm.values.get(slot) or fix
+            return _fmt(prompts.GROUNDED_REFINE["bad_value"], obs=obs, value=value, slot=slot, right=right, fix=fix)
+        return _fmt(prompts.GROUNDED_REFINE["no_template"], obs=obs, bad=bad, form=fm.template or fix, fix=fix)
+    if answer.place_error:
+        far = [e for e in _targets(m.values) if state.exists(e) and not state.reachable(e)]
+        entity = far[0] if far else (_targets(m.values) or ["object"])[0]
+        return _fmt(prompts.GROUNDED_REFINE["place"], obs=obs, entity=entity, where=state.where(entity),
+                    room=state.room or "this room", next=nxt)
+    exits = state.exits.get(state.room or "", {})
+    if m.template == "go {direction}" and m.values.get("direction") not in exits:
+        lead = ", ".join(f"{d} to the {r}" for d, r in sorted(exits.items())) or "nowhere"
+        return _fmt(prompts.GROUNDED_REFINE["no_exit"], obs=obs, direction=m.values["direction"],
+                    room=state.room or "room", exits=lead, next=nxt)
+    if canonical_command(script, bad) in state.policy[1:]:
+        return _fmt(prompts.GROUNDED_REFINE["order"], obs=obs, bad=bad, fix=fix, next=nxt)
+    return _fmt(prompts.GROUNDED_REFINE["logic"], obs=obs, bad=bad, next=nxt)
+
+
+def _short_goal(goal: str, limit: int = 220) -> str:
+    goal = " ".join(goal.split())
+    return goal if len(goal) <= limit else goal[:limit].rsplit(" ", 1)[0] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- the role
+
+
+class GroundedPlayer:
+    """The Player role played from the engine's plan (implements :class:`agentrefine_lg.roles.Player`).
+
+    ``min_errors``..``max_errors`` mistakes per trajectory (each refined in the next turn), at positions and
+    of kinds drawn from ``seed`` and the game; the same seed and history give the same turn.
+    """
+
+    name = "grounded-player:textworld"
+
+    def __init__(
+        self,
+        worlds: GroundedWorlds | None = None,
+        *,
+        seed: int = 0,
+        min_errors: int = 3,
+        max_errors: int = 4,
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        if min_errors < 0 or max_errors < min_errors:
+            raise ValueError(f"need 0 <= min_errors <= max_errors, got {min_errors} and {max_errors}")
+        self.worlds = worlds or GroundedWorlds(cache_dir)
+        self.seed, self.min_errors, self.max_errors = seed, min_errors, max_errors
+
+    def plan(self, game: str, plan_length: int) -> MistakePlan:
+        rng = random.Random(f"{self.seed}|{game}|plan")
+        n = min(rng.randint(self.min_errors, self.max_errors), plan_length)
+        kinds = list(ERROR_KINDS)
+        rng.shuffle(kinds)
+        return MistakePlan(frozenset(rng.sample(range(plan_length), n)), tuple(kinds))
+
+    def act(self, script: Script, history: list[Turn]) -> Turn:
+        """The next Player turn after the DM's last turn."""
+        if not history or not history[-1].is_dm:
+            raise InputError("the Player acts after a DM turn; the history must end with one", field="role")
+        if history[-1].task_completed:
+            raise InputError("the task is already completed")
+        game = grounding_of(script)["game"]
+        session = self.worlds.session(script)
+        with session.lock:
+            done = accepted_commands(script, history)
+            state = session.sync(done)
+            if state.won:
+                raise InputError("the game is already won")
+            if not state.policy:
+                raise AgentRefineError(f"game {game}: the engine has no plan from this state (lost or stuck)")
+            number = len(history) + 1 if not isinstance(history[-1].turn, int) else history[-1].turn + 1
+            rng = random.Random(f"{self.seed}|{game}|{len(history)}")
+            fix = state.policy[0]
+            players = [i for i, t in enumerate(history) if t.is_player]
+            errors = [i for i in players if i + 1 < len(history) and history[i + 1].flagged]
+            if players and players[-1] in errors:
+                bad = history[players[-1]].action or ""
+                thought = refine_thought(script, state, bad, history[-1], fix, rng)
+                return Turn(turn=number, role="Player", thought=thought, action=fix)
+            mistake = None
+            initial = session.initial.policy if session.initial is not None else state.policy
+            plan = self.plan(game, max(1, len(initial)))
+            need = self.min_errors - len(errors)
+            due = (len(done) in plan.positions and len(errors) < self.max_errors) or (0 < need and len(state.policy) <= need)
+            if due:
+                failed = {normalize_action(history[i].action or "") for i in errors}
+                previous = history[errors[-1] + 1].flags[0] if errors else None
+                mistake = self._pick(script, session, state, plan, len(errors), previous, failed, fix, rng)
+            if mistake is not None:
+                thought = _fmt(rng.choice(prompts.GROUNDED_MISTAKE[mistake.sub]), entity=mistake.entity,
+                               direction=mistake.direction)
+                return Turn(turn=number, role="Player", thought=thought, action=mistake.action)
+            thought = step_thought(script, state, fix, rng)
+            if not players:
+                thought = prompts.GROUNDED_FIRST.format(objective=_short_goal(script.goal)) + thought
+            return Turn(turn=number, role="Player", thought=thought, action=fix)
+
+    def _pick(self, script: Script, session: TextWorldSession, state: WorldState, plan: MistakePlan, index: int,
+              previous: str | None, failed: set[str], fix: str, rng: random.Random) -> Mistake | None:
+        """A confirmed mistake: the planned kind first, the previous mistake's kind last."""
+        first = plan.kinds[index % len(plan.kinds)]
+        order = [first] + [k for k in ERROR_KINDS if k != first]
+        if previous in order[1:]:
+            order.remove(previous)
+            order.append(previous)
+        for kind in order:
+            if kind == "parameter_error":
+                candidates = parameter_mistakes(script, fix, rng)
+            elif kind == "place_error":
+                candidates = place_mistakes(script, state)
+            else:
+                candidates = logic_mistakes(script, state)
+            candidates = [c for c in candidates if normalize_action(c.action) not in failed and c.action != fix]
+            rng.shuffle(candidates)
+            candidates.sort(key=lambda c: c.priority)  # stable: shuffled within each priority
+            for candidate in candidates[:6]:
+                if kind == "parameter_error":
+                    return candidate  # already rejected by the rule check
+                verdict = judge(script, session, candidate.action, commit=False)
+                if verdict.kind == kind and not verdict.detail.get("lost"):
+                    return candidate
+        return None
+
+    async def aact(self, script: Script, history: list[Turn]) -> tuple[Turn, TokenUsage]:
+        return self.act(script, history), TokenUsage()
+
+
+__all__ = [
+    "ERROR_KINDS",
+    "GroundedPlayer",
+    "Mistake",
+    "MistakePlan",
+    "cite",
+    "logic_mistakes",
+    "parameter_mistakes",
+    "place_mistakes",
+    "refine_thought",
+    "step_thought",
+]
