@@ -79,7 +79,7 @@ def _parser_defaults() -> dict[str, Any]:
         activation_checkpointing=cuda,
         gradient_checkpointing=None,  # deprecated alias in transformers 5; set only activation_checkpointing
         lr_scheduler_type="cosine",
-        warmup_ratio=0.03,
+        warmup_steps=0.03,  # a float < 1 is a ratio of the total steps (transformers 5)
     )
 
 
@@ -91,7 +91,8 @@ def make_parser(prog: str | None = None):
                        description="Refinement tuning (AgentRefine) with per-turn loss masks.")
     defaults = _parser_defaults()
     known = {a.dest for a in parser._actions}
-    parser.set_defaults(**{k: v for k, v in defaults.items() if k in known})
+    assert set(defaults) <= known, f"stale defaults: {set(defaults) - known}"
+    parser.set_defaults(**defaults)
     return parser
 
 
@@ -428,7 +429,15 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_run(args: argparse.Namespace) -> int:
-    given = vars(args)
+    script_args, training_args, model_args = parse_namespace(args)
+    log = train(script_args, training_args, model_args)
+    print(f"trained {log['train_rows']} rows in {log['train_runtime_s']:.1f}s; outputs in {log['output_dir']}")
+    return 0
+
+
+def parse_namespace(args: argparse.Namespace):
+    """The dataclasses for ``agentrefine train``'s namespace: defaults < --config file < given arguments."""
+    given = dict(vars(args))
     config = given.pop("config", None)
     parser = make_parser()
     if config:
@@ -445,10 +454,7 @@ def cli_run(args: argparse.Namespace) -> int:
         if unknown:
             raise InputError(f"unknown keys {unknown[::2]}", where=config)
     parser.set_defaults_with_config(**given)
-    script_args, training_args, model_args = parser.parse_args_into_dataclasses(args=[])
-    log = train(script_args, training_args, model_args)
-    print(f"trained {log['train_rows']} rows in {log['train_runtime_s']:.1f}s; outputs in {log['output_dir']}")
-    return 0
+    return parser.parse_args_into_dataclasses(args=[])
 
 
 if __name__ == "__main__":
