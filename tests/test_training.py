@@ -231,3 +231,38 @@ def test_cli_run_writes_every_output(tiny_dir, tmp_path, data_file):
 def test_main_reports_errors_without_traceback(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "missing-model"), "--output_dir", str(tmp_path / "o")]) == 2
     assert "no such model directory" in capsys.readouterr().err
+
+
+def test_merge_cli_produces_a_plain_model_equal_to_base_plus_adapter(tiny_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))  # non-zero B: the merge must matter
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    ids = torch.tensor([[0, 2, 292, 3, 204, 204, 343, 398]])
+    with torch.no_grad():
+        want = peft_model(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(tiny_dir)(ids).logits
+    assert not torch.allclose(want, plain, atol=1e-4)
+
+    out = tmp_path / "merged"
+    proc = subprocess.run([sys.executable, "-m", "training.merge", "--base", str(tiny_dir), "--adapter", str(adapter),
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (out / "adapter_config.json").exists()
+    assert (out / "chat_template.jinja").read_text() == (tiny_dir / "chat_template.jinja").read_text()
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, want, atol=1e-5)
+    tok = AutoTokenizer.from_pretrained(out)
+    enc = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    assert merged.generate(**enc, max_new_tokens=2, do_sample=False).shape[1] > enc["input_ids"].shape[1]
+
+    bad = subprocess.run([sys.executable, "-m", "training.merge", "--base", str(tiny_dir), "--adapter", str(tmp_path),
+                          "--out", str(tmp_path / "x")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a PEFT adapter directory" in bad.stderr
