@@ -48,6 +48,8 @@ GAMES: dict[str, str] = {
     "sorting": "",
 }
 
+_DIRECTIONS = {"north": "south", "south": "north", "east": "west", "west": "east"}
+
 # (template, description, custom regex or None). Order matters: more specific forms first.
 _VERBS: tuple[tuple[str, str, str | None], ...] = (
     ("look around", "describe the current room", None),
@@ -153,6 +155,45 @@ class TWXEnv(TextEnv):
             return self._env.reset(seed=self.game_seed, gameFold="test", gameName=self.game,
                                    gameParams=GAMES[self.game], generateGoldPath=True)
 
+    def _explore(self) -> list[str]:
+        """Walk every reachable room once (depth first, opening doors and containers) and collect the valid
+        commands, so the script's allowed values cover the world, not only what the gold path passes."""
+        seen: list[str] = []
+        visited: set[str] = set()
+        budget = [80]  # the engine's step limit is 100; exploration stays well inside it
+
+        def do(command: str) -> tuple[str, list[str]]:
+            budget[0] -= 1
+            obs, _, _, infos = self._env.step(command)
+            seen.extend(infos["validActions"])
+            return obs, list(infos["validActions"])
+
+        def room(obs: str) -> str:
+            m = re.match(r"\s*You are in the ([^.]+)\.", obs)
+            return m.group(1) if m else obs[:40]
+
+        def visit(obs: str, valid: list[str]) -> None:
+            visited.add(room(obs))
+            for command in valid:
+                if budget[0] > 0 and re.match(r"open (?!door to )", command):
+                    _, valid = do(command)
+            for direction, back in _DIRECTIONS.items():
+                if budget[0] <= 2 or f"move {direction}" not in valid:
+                    continue
+                if f"open door to {direction}" in valid:
+                    do(f"open door to {direction}")
+                obs2, valid2 = do(f"move {direction}")
+                if room(obs2) in visited or obs2.lower().startswith("you can't"):
+                    if not obs2.lower().startswith("you can't"):
+                        _, valid = do(f"move {back}")
+                    continue
+                visit(obs2, valid2)
+                _, valid = do(f"move {back}")
+
+        obs, valid = do("look around")
+        visit(obs, valid)
+        return seen
+
     def reset(self) -> str:
         obs, infos = self._reset_engine()
         self._gold = list(self._env.getGoldActionSequence())
@@ -162,6 +203,8 @@ class TWXEnv(TextEnv):
         for command in self._gold:
             _, _, _, step_infos = self._env.step(command)
             seen.extend(step_infos["validActions"])
+        self._reset_engine()
+        seen.extend(self._explore())
         self._specs, _ = derive_actions(seen)
         obs, infos = self._reset_engine()
         self._valid = list(infos["validActions"])

@@ -1,0 +1,379 @@
+"""``agentrefine eval``: run a chat model (or a built-in oracle/random agent) on held-out tasks.
+
+Every episode runs through :func:`agentrefine_lg.refine_agent.run_env_episode` — the same refine-agent graph
+users deploy — with decision 6's protocol (multi-turn chat, at most ``max_steps`` actions, the action read
+after the last ``Action:``). Outputs in ``--out``:
+
+- ``episodes.jsonl``: one row per finished episode (metrics + full transcript), appended and flushed as each
+  episode ends, so an interrupted run resumes: episodes already in the file are skipped;
+- ``errors.jsonl``: episodes that crashed (engine or model errors other than an unreachable endpoint); they
+  are retried on the next run and never counted as results;
+- ``summary.json`` / ``summary.md`` and one ``<task>.png`` per task (:mod:`agentrefine_lg.eval.report`);
+- ``config.json``: the settings; resuming into a directory written with other settings is refused.
+
+Episodes run in worker processes (``--workers``); each builds its own engine and model from a picklable
+:class:`ModelSpec`. An unreachable endpoint stops the run at the first connection error; a model that never
+answers with an action only accumulates format errors until ``max_steps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.eval.base import load_task, parse_task_list, task_names, task_unavailable
+
+EPISODES_FILE = "episodes.jsonl"
+ERRORS_FILE = "errors.jsonl"
+CONFIG_FILE = "config.json"
+
+
+class EndpointError(AgentRefineError):
+    """The model endpoint cannot be reached (or refuses the credentials): the whole run stops."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a worker builds the model: a built-in agent, ``init_chat_model`` spec, or an OpenAI-compatible URL."""
+
+    agent: str | None = None  # "oracle" | "random"
+    spec: str | None = None  # e.g. "openai:gpt-4o" (langchain.chat_models.init_chat_model)
+    base_url: str | None = None
+    model: str | None = None  # model name at base_url
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float = 120.0
+    max_tokens: int | None = 512
+
+    def __post_init__(self) -> None:
+        given = [x for x in (self.agent, self.spec, self.base_url) if x]
+        if len(given) != 1:
+            raise InputError("give exactly one model: --agent oracle|random, --model PROVIDER:NAME, or "
+                             "--base-url URL --model NAME", field="model")
+        if self.agent and self.agent not in ("oracle", "random"):
+            raise InputError(f"unknown built-in agent {self.agent!r}; choose oracle or random", field="agent")
+
+    @property
+    def label(self) -> str:
+        if self.agent:
+            return f"agent:{self.agent}"
+        if self.spec:
+            return self.spec
+        return f"{self.model or 'agentrefine'}@{self.base_url}"
+
+    def build(self, env: Any, *, seed: int) -> Any:
+        """The chat model for one episode (built-in agents need the episode's env)."""
+        if self.agent:
+            from agentrefine_lg.eval.agents import make_agent
+
+            return make_agent(self.agent, env, seed=seed)
+        if self.base_url:
+            from agentrefine_lg.chat_model import chat_model
+
+            kwargs: dict[str, Any] = {"timeout": self.timeout_s, "max_retries": 1}
+            if self.max_tokens:
+                kwargs["max_tokens"] = self.max_tokens
+            return chat_model(self.base_url, model=self.model or "agentrefine", api_key=self.api_key, **kwargs)
+        from langchain.chat_models import init_chat_model
+
+        kwargs = {"temperature": 0, "timeout": self.timeout_s, "max_retries": 1}
+        if self.max_tokens:
+            kwargs["max_tokens"] = self.max_tokens
+        if self.api_key:
+            kwargs["api_key"] = self.api_key
+        try:
+            return init_chat_model(self.spec, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - unknown provider, missing integration package or key
+            raise InputError(f"cannot create model {self.spec!r}: {exc}", field="model") from None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    """Unreachable endpoint or refused credentials: retrying other episodes cannot help."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        name = type(exc).__name__
+        if isinstance(exc, ConnectionError) or name in {
+            "APIConnectionError", "APITimeoutError", "ConnectError", "ConnectTimeout", "AuthenticationError",
+            "PermissionDeniedError", "NotFoundError",
+        }:
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+def episode_seed(seed: int, task: str, episode: int) -> int:
+    """A stable per-episode seed for agents (the random agent), independent of scheduling."""
+    return (seed * 1_000_003 + episode * 7919 + zlib.crc32(task.encode())) % (2**31)
+
+
+def _messages_json(messages: Sequence[Any]) -> list[dict[str, Any]]:
+    role = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
+    return [{"role": role.get(getattr(m, "type", ""), getattr(m, "type", "")), "content": m.content}
+            for m in messages]
+
+
+# --------------------------------------------------------------------------------------------- one episode
+
+
+def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max_steps: int = 30,
+                options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one episode and return its JSONL row (metrics + transcript). Raises on engine/model failure."""
+    from agentrefine_lg.eval.metrics import episode_metrics
+    from agentrefine_lg.refine_agent import run_env_episode
+
+    module = load_task(task)
+    started = time.monotonic()
+    env = module.make_env(episode, seed, **(options or {}))
+    try:
+        chat = model.build(env, seed=episode_seed(seed, task, episode))
+        result = run_env_episode(chat, env, max_steps=max_steps)
+        metrics = episode_metrics(result.turns, success=result.success, progress=result.progress,
+                                  steps=result.steps)
+        return {
+            "task": task,
+            "episode": episode,
+            "seed": seed,
+            "env": env.name,
+            "model": model.label,
+            **metrics.to_dict(),
+            "stop_reason": result.stop_reason,
+            "elapsed_s": round(time.monotonic() - started, 3),
+            "trajectory": result.trajectory.to_paper(),
+            "messages": _messages_json(result.messages),
+        }
+    finally:
+        env.close()
+
+
+def _worker(task: str, episode: int, model: ModelSpec, seed: int, max_steps: int,
+            options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """Process-pool entry: ('ok', row) | ('error', info) | ('endpoint', message). Never raises."""
+    try:
+        return "ok", run_episode(task, episode, model=model, seed=seed, max_steps=max_steps, options=options)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
+        message = f"{type(exc).__name__}: {exc}"
+        if _is_connection_error(exc):
+            return "endpoint", message
+        return "error", {"task": task, "episode": episode, "seed": seed, "model": model.label, "error": message}
+
+
+# --------------------------------------------------------------------------------------------- the run
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a torn last line (a run killed mid-write) is ignored."""
+    rows: list[dict[str, Any]] = []
+    if not path.exists():
+        return rows
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _check_config(out: Path, config: dict[str, Any]) -> None:
+    path = out / CONFIG_FILE
+    if path.exists():
+        old = json.loads(path.read_text())
+        keys = ("model", "seed", "max_steps", "options")
+        diff = [k for k in keys if old.get(k) != config.get(k)]
+        if diff:
+            raise InputError(
+                f"{out} holds a run with other settings ({', '.join(f'{k}: {old.get(k)!r} != {config.get(k)!r}' for k in diff)}); "
+                "use another --out directory", field="out")
+        config = {**old, "tasks": sorted(set(old.get("tasks", [])) | set(config["tasks"])),
+                  "episodes": max(old.get("episodes", 0), config["episodes"])}
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _preflight(model: ModelSpec) -> None:
+    """One tiny call, so an unreachable endpoint fails in seconds with a clear message, before any episode."""
+    if model.agent:
+        return
+    chat = model.build(None, seed=0)
+    try:
+        chat.invoke("Reply with: Thought: ok\nAction: ok")
+    except Exception as exc:  # noqa: BLE001
+        if _is_connection_error(exc):
+            where = model.base_url or model.spec
+            raise EndpointError(f"cannot reach the model at {where}: {type(exc).__name__}: {exc}") from None
+        raise EndpointError(f"the model at {model.base_url or model.spec} fails: {type(exc).__name__}: {exc}") from None
+
+
+def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out: str | os.PathLike,
+             max_steps: int = 30, seed: int = 0, workers: int = 1, options: dict[str, dict[str, Any]] | None = None,
+             preflight: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) an evaluation; returns the summary (also written to ``out``)."""
+    from agentrefine_lg.eval.metrics import summarize
+    from agentrefine_lg.eval.report import write_report
+
+    names = parse_task_list(tasks)
+    if episodes < 1:
+        raise InputError(f"--episodes must be >= 1, got {episodes}", field="episodes")
+    if max_steps < 1:
+        raise InputError(f"--max-steps must be >= 1, got {max_steps}", field="max_steps")
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}", field="workers")
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = options or {}
+    _check_config(out_dir, {"model": model.label, "seed": seed, "max_steps": max_steps, "tasks": names,
+                            "episodes": episodes, "options": options})
+
+    unavailable: dict[str, str] = {}
+    runnable: list[str] = []
+    for name in names:
+        reason = task_unavailable(name)
+        if reason:
+            unavailable[name] = reason
+            log(f"[eval] {name}: unavailable ({reason})")
+        else:
+            runnable.append(name)
+
+    episodes_path = out_dir / EPISODES_FILE
+    done = {(r["task"], int(r["episode"])) for r in read_rows(episodes_path)}
+    todo = [(t, e) for t in runnable for e in range(episodes) if (t, e) not in done]
+    if done:
+        log(f"[eval] resuming: {len(done)} episode(s) already in {episodes_path}, {len(todo)} to run")
+    if todo and preflight:
+        _preflight(model)
+
+    errors: list[dict[str, Any]] = []
+
+    def handle(kind: str, payload: Any) -> None:
+        if kind == "endpoint":
+            raise EndpointError(f"model endpoint failed, run stopped (resume later): {payload}")
+        if kind == "error":
+            errors.append(payload)
+            _append(out_dir / ERRORS_FILE, payload)
+            log(f"[eval] {payload['task']} #{payload['episode']}: ERROR {payload['error']}")
+            return
+        _append(episodes_path, payload)
+        log(f"[eval] {payload['task']} #{payload['episode']} ({payload['env']}): "
+            f"{'success' if payload['success'] else 'fail'} progress={payload['progress']:.2f} "
+            f"steps={payload['steps']} invalid={payload['invalid_actions']} format={payload['format_errors']}")
+
+    if workers == 1 or len(todo) <= 1:
+        for task, ep in todo:
+            handle(*_worker(task, ep, model, seed, max_steps, options.get(task)))
+    else:
+        # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task))
+                       for task, ep in todo]
+            try:
+                for fut in cf.as_completed(futures):
+                    handle(*fut.result())
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+
+    rows = [r for r in read_rows(episodes_path) if r["task"] in names and int(r["episode"]) < episodes]
+    summary = summarize(rows)
+    summary.update({
+        "model": model.label,
+        "max_steps": max_steps,
+        "seed": seed,
+        "episodes_per_task": episodes,
+        "unavailable": unavailable,
+        "errors": len(errors),
+        "task_info": {name: asdict(load_task(name).TASK) for name in runnable},
+    })
+    write_report(out_dir, summary, rows)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="PROVIDER:NAME for init_chat_model (e.g. openai:gpt-4o), or with "
+                                        "--base-url the served model's name")
+    parser.add_argument("--base-url", help="OpenAI-compatible endpoint of a served model, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--api-key", help="API key (default: env AGENTREFINE_API_KEY / the provider's variable)")
+    parser.add_argument("--agent", choices=["oracle", "random"], help="a built-in reference agent instead of a model")
+    parser.add_argument("--tasks", default="babyai,pddl,jericho",
+                        help=f"comma-separated tasks or 'all' (known: {', '.join(task_names())})")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes per task (default 20)")
+    parser.add_argument("--max-steps", type=int, default=30, help="actions per episode (default 30, decision 6)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="eval_out", help="output directory (resumable)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel episode processes")
+    parser.add_argument("--max-tokens", type=int, default=512, help="reply token cap for real models")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per model call")
+    parser.add_argument("--no-preflight", action="store_true", help="skip the one-call endpoint check")
+    parser.add_argument("--list-tasks", action="store_true", help="list tasks and whether they run here, then exit")
+
+
+def _model_from_args(args: argparse.Namespace) -> ModelSpec:
+    if args.agent:
+        if args.model or args.base_url:
+            raise InputError("--agent excludes --model/--base-url", field="agent")
+        return ModelSpec(agent=args.agent)
+    if args.base_url:
+        return ModelSpec(base_url=args.base_url, model=args.model, api_key=args.api_key,
+                         timeout_s=args.timeout, max_tokens=args.max_tokens)
+    if args.model:
+        if ":" not in args.model:
+            raise InputError(f"--model {args.model!r}: without --base-url give PROVIDER:NAME (e.g. openai:gpt-4o)",
+                             field="model")
+        return ModelSpec(spec=args.model, api_key=args.api_key, timeout_s=args.timeout, max_tokens=args.max_tokens)
+    raise InputError("no model: give --agent oracle|random, --model PROVIDER:NAME, or --base-url URL --model NAME",
+                     field="model")
+
+
+def cli_run(args: argparse.Namespace) -> int:
+    if args.list_tasks:
+        for name in task_names():
+            reason = task_unavailable(name)
+            info = load_task(name).TASK if reason is None or not reason.startswith("cannot import") else None
+            desc = info.description if info else ""
+            print(f"{name:10s} {'ok' if reason is None else 'unavailable: ' + reason}  {desc}")
+        return 0
+    summary = run_eval(tasks=args.tasks, episodes=args.episodes, model=_model_from_args(args), out=args.out,
+                       max_steps=args.max_steps, seed=args.seed, workers=args.workers,
+                       preflight=not args.no_preflight)
+    from agentrefine_lg.eval.report import markdown_table
+
+    print(markdown_table(summary))
+    print(f"\nwritten to {args.out}/ (episodes.jsonl, summary.json, summary.md, <task>.png)")
+    return 0
+
+
+__all__ = [
+    "EndpointError",
+    "ModelSpec",
+    "cli_add_arguments",
+    "cli_run",
+    "episode_seed",
+    "read_rows",
+    "run_episode",
+    "run_eval",
+]

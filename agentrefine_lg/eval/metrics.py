@@ -1,0 +1,166 @@
+"""Evaluation metrics, per episode and aggregated per task and overall.
+
+Per episode (from the recorded turns, our schema): success, progress (the final running maximum), steps,
+format errors (a reply with no parsable action), invalid actions (a parsable action that the rule check or the
+engine flagged), repeated mistakes (an action that already failed once, with error feedback, issued again and
+failing again: the failure AgentRefine targets), steps to success.
+
+Aggregates: success rate and progress rate are means over episodes (AgentBoard); the three error rates are
+pooled over all steps of all episodes (errors / steps); steps to success is the mean over successful episodes.
+:func:`bootstrap_ci` gives percentile bootstrap intervals for means (numpy only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from agentrefine_lg.eval.base import normalize_action
+from agentrefine_lg.schema import Turn
+
+
+@dataclass
+class EpisodeMetrics:
+    """Metrics of one episode."""
+
+    success: bool
+    progress: float
+    steps: int
+    format_errors: int
+    invalid_actions: int
+    repeated_mistakes: int
+    steps_to_success: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _as_turn(turn: Turn | Mapping[str, Any]) -> Turn:
+    return turn if isinstance(turn, Turn) else Turn.model_validate(turn)
+
+
+def step_outcomes(turns: Sequence[Turn | Mapping[str, Any]]) -> list[tuple[str | None, bool]]:
+    """Pair every Player turn with the DM turn that answers it: ``[(action or None, erroneous), ...]``.
+
+    ``action`` is None for a reply without a parsable action (recorded as an empty action).
+    """
+    parsed = [_as_turn(t) for t in turns]
+    out: list[tuple[str | None, bool]] = []
+    for i, turn in enumerate(parsed):
+        if not turn.is_player:
+            continue
+        reply = parsed[i + 1] if i + 1 < len(parsed) and parsed[i + 1].is_dm else None
+        action = (turn.action or "").strip() or None
+        out.append((action, bool(reply is not None and reply.flagged)))
+    return out
+
+
+def count_repeated_mistakes(outcomes: Sequence[tuple[str | None, bool]]) -> int:
+    """Steps whose action already failed earlier in the episode (after error feedback) and fails again.
+
+    Re-issuing a once-failed action that now succeeds (e.g. ``move forward`` after turning away from a wall)
+    is a correction, not a repeated mistake. Format errors (no action) are not counted here.
+    """
+    failed: set[str] = set()
+    repeated = 0
+    for action, erroneous in outcomes:
+        if action is None or not erroneous:
+            continue
+        key = normalize_action(action)
+        if key in failed:
+            repeated += 1
+        failed.add(key)
+    return repeated
+
+
+def episode_metrics(turns: Sequence[Turn | Mapping[str, Any]], *, success: bool, progress: float,
+                    steps: int | None = None) -> EpisodeMetrics:
+    """Metrics of one episode from its turns (Player/DM alternating, as the refine agent records them)."""
+    outcomes = step_outcomes(turns)
+    n = len(outcomes) if steps is None else steps
+    format_errors = sum(1 for action, _ in outcomes if action is None)
+    invalid = sum(1 for action, erroneous in outcomes if action is not None and erroneous)
+    return EpisodeMetrics(
+        success=bool(success),
+        progress=float(progress),
+        steps=int(n),
+        format_errors=format_errors,
+        invalid_actions=invalid,
+        repeated_mistakes=count_repeated_mistakes(outcomes),
+        steps_to_success=int(n) if success else None,
+    )
+
+
+def bootstrap_ci(values: Sequence[float], *, n_boot: int = 2000, alpha: float = 0.05,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean; ``(nan, nan)`` for no values."""
+    import numpy as np
+
+    data = np.asarray(list(values), dtype=float)
+    if data.size == 0:
+        return float("nan"), float("nan")
+    if data.size == 1 or np.all(data == data[0]):
+        return float(data[0]), float(data[0])
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, size=(n_boot, data.size))].mean(axis=1)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def aggregate(records: Iterable[Mapping[str, Any]], *, ci: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Aggregate episode records (each with the :class:`EpisodeMetrics` fields, e.g. a harness JSONL row)."""
+    rows = list(records)
+    n = len(rows)
+    steps = sum(int(r["steps"]) for r in rows)
+    successes = [1.0 if r["success"] else 0.0 for r in rows]
+    progresses = [float(r["progress"]) for r in rows]
+    to_success = [int(r["steps"]) for r in rows if r["success"]]
+
+    def rate(key: str) -> float:
+        return sum(int(r[key]) for r in rows) / steps if steps else 0.0
+
+    out: dict[str, Any] = {
+        "episodes": n,
+        "steps": steps,
+        "success_rate": sum(successes) / n if n else 0.0,
+        "progress_rate": sum(progresses) / n if n else 0.0,
+        "invalid_action_rate": rate("invalid_actions"),
+        "format_error_rate": rate("format_errors"),
+        "repeated_mistake_rate": rate("repeated_mistakes"),
+        "repeated_mistakes": sum(int(r["repeated_mistakes"]) for r in rows),
+        "steps_to_success": sum(to_success) / len(to_success) if to_success else None,
+    }
+    if ci and n:
+        out["success_rate_ci"] = list(bootstrap_ci(successes, seed=seed))
+        out["progress_rate_ci"] = list(bootstrap_ci(progresses, seed=seed))
+    return out
+
+
+def summarize(records: Iterable[Mapping[str, Any]], *, ci: bool = True) -> dict[str, Any]:
+    """``{"tasks": {task: aggregate}, "overall": aggregate}``; records need a ``task`` key.
+
+    ``overall`` is the plain mean of the per-task success and progress rates (each task weighs the same,
+    as in the paper's table, whatever its episode count) next to the pooled counts.
+    """
+    rows = list(records)
+    by_task: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_task.setdefault(str(row["task"]), []).append(row)
+    tasks = {task: aggregate(items, ci=ci) for task, items in by_task.items()}
+    overall = aggregate(rows, ci=ci)
+    if tasks:
+        overall["success_rate_task_mean"] = sum(t["success_rate"] for t in tasks.values()) / len(tasks)
+        overall["progress_rate_task_mean"] = sum(t["progress_rate"] for t in tasks.values()) / len(tasks)
+    return {"tasks": tasks, "overall": overall}
+
+
+__all__ = [
+    "EpisodeMetrics",
+    "aggregate",
+    "bootstrap_ci",
+    "count_repeated_mistakes",
+    "episode_metrics",
+    "step_outcomes",
+    "summarize",
+]
