@@ -267,3 +267,14 @@ def test_run_env_episode_ends_within_max_steps() -> None:
     result = run_env_episode(model, DoorEnv(), max_steps=5)
     assert not result.success and result.steps == 5 and result.stop_reason == "max_steps"
     assert model.remaining == 0
+
+
+def test_the_deployable_graph_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    monkeypatch.setenv("AGENTREFINE_BASE_URL", "http://127.0.0.1:9/v1")  # never contacted at import
+    module = importlib.import_module("graphs.refine_agent")
+    assert hasattr(module.graph, "invoke")
+    assert module.calculator.invoke({"expression": "3 * (4 + 5)"}) == "27"
+    with pytest.raises(ValueError, match="only numbers"):
+        module.calculator.invoke({"expression": "__import__('os').getcwd()"})
