@@ -18,13 +18,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from agentrefine_lg import prompts
-from agentrefine_lg.schema import ERROR_FLAGS, Script, TokenUsage, Turn, script_json_schema, trajectory_json_schema
+from agentrefine_lg.schema import (
+    ERROR_FLAGS,
+    Script,
+    TokenUsage,
+    Turn,
+    script_json_schema,
+    trajectory_json_schema,
+)
 
 StructuredMode = Literal["auto", "json_schema", "function_calling", "json_mode", "text"]
 
@@ -158,7 +166,7 @@ def model_name(model: Any) -> str:
     name = getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__
     provider = None
     try:
-        provider = model._get_ls_params().get("ls_provider")  # noqa: SLF001 - LangChain's own tracing params
+        provider = model._get_ls_params().get("ls_provider")
     except Exception:
         provider = None
     return f"{provider}:{name}" if provider and not str(name).startswith(f"{provider}:") else str(name)
@@ -197,13 +205,25 @@ class _LLMRole:
         if self.structured != "auto":
             return self.structured
         # OpenAI-compatible servers (OpenAI, vLLM) constrain decoding to the schema with json_schema.
-        return "json_schema" if "openai" in type(self.model).__name__.lower() else ""
+        return "json_schema" if self._openai_family() else ""
+
+    def _openai_family(self) -> bool:
+        return "openai" in type(self.model).__name__.lower()
 
     def _structured(self, schema: dict[str, Any]):
         method = self._method()
         key = (id(schema), method)
         if key not in self._runnables:
             runnable = None
+            if method == "json_schema" and self._openai_family():
+                # What ChatOpenAI.with_structured_output(method="json_schema") binds, without its parser
+                # chain (several runnables per call): we parse the content ourselves, with the same fallback.
+                from langchain_core.utils.function_calling import convert_to_openai_function
+
+                function = convert_to_openai_function(schema, strict=False)
+                function["schema"] = function.pop("parameters")
+                self._runnables[key] = ("bound", self.model.bind(response_format={"type": "json_schema", "json_schema": function}))
+                return self._runnables[key]
             if method is not None:
                 kwargs = {"method": method} if method else {}
                 try:
@@ -217,6 +237,14 @@ class _LLMRole:
         """One model call -> (parsed object or None, raw message)."""
         self.stats["calls"] += 1
         runnable = self._structured(schema) if schema is not None else None
+        if isinstance(runnable, tuple):  # a model bound to a response format: the reply is JSON text
+            raw = await runnable[1].ainvoke(messages)
+            try:
+                parsed = json.loads(_text_of(raw))
+            except (json.JSONDecodeError, TypeError):
+                self.stats["structured_fallbacks"] += 1
+                parsed = None
+            return parsed, raw
         if runnable is not None:
             out = await runnable.ainvoke(messages)
             raw = out.get("raw")

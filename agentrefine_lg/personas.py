@@ -8,9 +8,10 @@ persona id names one persona everywhere: in the runner's ledger, in shards and i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from pydantic import ValidationError
 

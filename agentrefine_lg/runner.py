@@ -21,10 +21,12 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from agentrefine_lg.errors import AgentRefineError, InputError
 from agentrefine_lg.schema import Persona, TokenUsage
@@ -127,18 +129,46 @@ def _sample_pid(row: dict[str, Any]) -> str:
 
 
 class _Appender:
-    """Append-only JSONL: each record is one write of a whole line, flushed and fsync'd."""
+    """Append-only JSONL with group commit: records queue up, :meth:`flush` writes them as whole lines and
+    fsyncs once, in a worker thread so the event loop keeps the LLM calls of other personas moving."""
 
     def __init__(self, path: Path):
         self.f = open(path, "a", encoding="utf-8")
+        self.pending: list[dict[str, Any]] = []
+        # A cancelled run may still have a write in its worker thread; the final write waits for it.
+        self.lock = threading.Lock()
 
-    def write(self, row: dict[str, Any]) -> None:
-        self.f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self.f.flush()
-        os.fsync(self.f.fileno())
+    def add(self, row: dict[str, Any]) -> None:
+        self.pending.append(row)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        with self.lock:
+            self.f.write(data)
+            self.f.flush()
+            os.fsync(self.f.fileno())
+
+    def take(self) -> list[dict[str, Any]]:
+        rows, self.pending = self.pending, []
+        return rows
 
     def close(self) -> None:
-        self.f.close()
+        with self.lock:
+            self.f.close()
+
+
+async def _commit(samples: _Appender, ledger: _Appender) -> None:
+    """Samples first (the source of truth on resume), then the ledger; each durable before the next."""
+    sample_rows, ledger_rows = samples.take(), ledger.take()
+
+    def write() -> None:
+        if sample_rows:
+            samples._write(sample_rows)
+        if ledger_rows:
+            ledger._write(ledger_rows)
+
+    if sample_rows or ledger_rows:
+        await asyncio.to_thread(write)
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -155,21 +185,21 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 def summarize(samples: list[dict[str, Any]], ledger: list[dict[str, Any]],
               prices: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
     """Acceptance rate, mean error->refine pairs, LLM calls / tokens per accepted trajectory, distinct
-    action templates and environments, retries, usage and cost per model."""
+    action templates and environments, counted attempts and retries, usage and cost per model."""
     accepted_ids = {_sample_pid(r) for r in samples}
     last: dict[str, dict[str, Any]] = {}
     for row in ledger:
         last[row["persona_id"]] = row
     rejected = {pid for pid, row in last.items() if row.get("status") == "rejected" and pid not in accepted_ids}
     usage: dict[str, TokenUsage] = {}
-    retries: dict[str, int] = {}
+    counts: dict[str, int] = {}
     counted: set[str] = set()
 
     def add(row_usage: dict[str, Any], attempts: dict[str, Any]) -> None:
         for model, u in (row_usage or {}).items():
             usage[model] = usage.get(model, TokenUsage()).add(u)
         for key, value in (attempts or {}).items():
-            retries[key] = retries.get(key, 0) + int(value or 0)
+            counts[key] = counts.get(key, 0) + int(value or 0)
 
     for row in ledger:  # every finished persona's cost, rejected and repeated ones included
         add(row.get("usage"), row.get("attempts"))
@@ -203,7 +233,7 @@ def summarize(samples: list[dict[str, Any]], ledger: list[dict[str, Any]],
         "tokens_per_accepted": round(total.total_tokens / n_acc, 1) if n_acc else None,
         "distinct_action_templates": len(templates),
         "distinct_environments": len(environments),
-        "retries": retries,
+        "attempts": counts,
         "usage": {m: u.model_dump() for m, u in usage.items()},
         "cost_usd": costs,
         "total_cost_usd": round(sum(known), 6) if len(known) == len(costs) else "n/a",
@@ -217,7 +247,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"mean error->refine pairs {s['mean_pairs']}; per accepted trajectory: {s['llm_calls_per_accepted']} LLM calls, "
         f"{s['tokens_per_accepted']} tokens",
         f"distinct action templates {s['distinct_action_templates']}, distinct environments {s['distinct_environments']}",
-        "retries: " + (", ".join(f"{k} {v}" for k, v in s["retries"].items()) or "none"),
+        "counted (all personas): " + (", ".join(f"{k} {v}" for k, v in s["attempts"].items()) or "none"),
     ]
     for model, usage in s["usage"].items():
         lines.append(f"{model}: {usage['calls']} calls, {usage['input_tokens']} in + {usage['output_tokens']} out tokens, "
@@ -384,6 +414,7 @@ async def run_synthesis(
     new_acc = new_rej = 0
     exhausted = False
     in_flight: set[asyncio.Task] = set()
+    commit: asyncio.Future | None = None
     crash_examples: list[str] = []
     try:
         while counters["accepted"] < n:
@@ -396,6 +427,7 @@ async def run_synthesis(
             if not in_flight:
                 break
             done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            accepted_now = 0
             for task in done:
                 exc = task.exception()
                 if exc is not None:
@@ -420,23 +452,35 @@ async def run_synthesis(
                        "seconds": round(seconds, 3)}
                 sample = final.get("synth_sample")
                 if row["status"] == "accepted" and sample:
-                    sample_file.write(sample)  # the sample first: it is the source of truth on resume
+                    sample_file.add(sample)
                     samples.append(sample)
                     counters["accepted"] += 1
                     new_acc += 1
-                    bar.update(1)
+                    accepted_now += 1
                 else:
                     row["status"] = "rejected"
                     counters["rejected"] += 1
                     new_rej += 1
-                ledger_file.write(row)
+                ledger_file.add(row)
                 ledger.append(row)
-                postfix()
+            # Commit in the background and go straight back to launching personas: waiting here for
+            # fsync would re-synchronise the personas into bursts that queue on the one event loop.
+            if commit is None or commit.done():
+                if commit is not None:
+                    commit.result()  # surface a write error
+                commit = asyncio.ensure_future(_commit(sample_file, ledger_file))
+            bar.update(accepted_now)
+            postfix()
     finally:
         for task in in_flight:
             task.cancel()
         if in_flight:
             await asyncio.gather(*in_flight, return_exceptions=True)
+        if commit is not None:
+            await asyncio.gather(commit, return_exceptions=True)
+        for appender in (sample_file, ledger_file):  # results taken from finished tasks, not yet written
+            if appender.pending:
+                appender._write(appender.take())
         bar.close()
         sample_file.close()
         ledger_file.close()

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, Sequence
+from typing import Annotated, Any, Literal
 
 from langgraph.config import get_stream_writer
 from langgraph.errors import NodeError
@@ -35,7 +36,7 @@ from typing_extensions import TypedDict
 
 from agentrefine_lg.checks import CheckReport, Problem, check_script, check_trajectory
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.llm_roles import MalformedOutputError, extract_json, is_fatal_error, is_transient_error
+from agentrefine_lg.llm_roles import extract_json, is_fatal_error, is_transient_error
 from agentrefine_lg.roles import DM, Player, ScriptWriter, TrajectoryWriter
 from agentrefine_lg.schema import Script, TokenUsage, Trajectory, Turn, persona_id
 
@@ -198,7 +199,9 @@ def _same_turn(a: Any, b: Turn) -> bool:
         a = a if isinstance(a, Turn) else Turn.model_validate(a)
     except Exception:
         return False
-    norm = lambda s: " ".join((s or "").split())  # noqa: E731
+    def norm(text: str | None) -> str:
+        return " ".join((text or "").split())
+
     return a.role == b.role and norm(a.action) == norm(b.action) and norm(a.observation) == norm(b.observation)
 
 
@@ -211,6 +214,8 @@ def _failure_message(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- nodes
+# CPU-only nodes are ``async def`` too: LangGraph would run sync nodes of an async run in a thread pool,
+# and that hop costs more than the node itself (benchmarks/synthesis.py).
 
 
 class _Nodes:
@@ -253,7 +258,7 @@ class _Nodes:
             "synth_usage": _add_usage(state, self.script_writer.name, usage),
         }
 
-    def check_script(self, state: SynthesisState) -> dict[str, Any]:
+    async def check_script(self, state: SynthesisState) -> dict[str, Any]:
         raw = state.get("synth_script")
         if isinstance(raw, str):
             try:
@@ -316,7 +321,7 @@ class _Nodes:
 
     # -- trajectory stage ----------------------------------------------------------------------------
 
-    def begin_trajectory(self, state: SynthesisState) -> dict[str, Any]:
+    async def begin_trajectory(self, state: SynthesisState) -> dict[str, Any]:
         _script_of(state)  # fail early, clearly, on a missing/invalid script
         return {**_missing_counters(state), "synth_trajectory": [], "synth_prefix": 0, "synth_trajectory_problems": [],
                 "synth_script_trajectory_attempts": 0, "synth_consecutive_faults": 0,
@@ -402,7 +407,7 @@ class _Nodes:
     def route_dm(self, state: SynthesisState) -> str:
         return state.get("synth_decision") or "act"
 
-    def verify(self, state: SynthesisState) -> dict[str, Any]:
+    async def verify(self, state: SynthesisState) -> dict[str, Any]:
         script = _script_of(state)
         attempts = state.get("synth_trajectory_attempts", 0) + 1
         per_script = state.get("synth_script_trajectory_attempts", 0) + 1
@@ -508,7 +513,7 @@ class _Nodes:
 
     # -- outcome -------------------------------------------------------------------------------------
 
-    def finalize(self, state: SynthesisState) -> dict[str, Any]:
+    async def finalize(self, state: SynthesisState) -> dict[str, Any]:
         from agentrefine_lg.convert import sample_from_trajectory
 
         script = _script_of(state)
@@ -570,7 +575,7 @@ def _add_trajectory_nodes(builder: StateGraph, nodes: _Nodes, *, accept: str, ne
         builder.add_edge("write_trajectory", "verify")
         resume = "write_trajectory"
     else:
-        builder.add_node("next_turn", lambda state: {})  # routes a continuation to whoever acts next
+        builder.add_node("next_turn", _passthrough)  # routes a continuation to whoever acts next
         builder.add_node("player", nodes.player_node, retry_policy=policy, error_handler=nodes.trajectory_error,
                          timeout=s.llm_timeout)
         builder.add_node("dm", nodes.dm_node, retry_policy=policy, error_handler=nodes.trajectory_error,
@@ -583,6 +588,10 @@ def _add_trajectory_nodes(builder: StateGraph, nodes: _Nodes, *, accept: str, ne
     builder.add_conditional_edges("verify", nodes.route_verify, {
         "accept": accept, "continue": resume, "restart": resume, "new_script": new_script, "give_up": END,
     })
+
+
+async def _passthrough(state: SynthesisState) -> dict[str, Any]:
+    return {}
 
 
 def _check_role(role: Any, method: str, what: str) -> None:

@@ -7,15 +7,16 @@ import copy
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from fake_models import ScriptedChatModel
 from langchain_core.outputs import ChatResult
 from langchain_core.runnables import RunnableLambda
 
 from agentrefine_lg.schema import Script, TokenUsage, Turn
-from fake_models import ScriptedChatModel
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -173,7 +174,7 @@ class FakeOpenAIServer:
             def log_message(self, *args: Any) -> None:  # quiet
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with server._lock:
                     server.requests.append(body)
@@ -206,7 +207,7 @@ class FakeOpenAIServer:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -7,6 +7,13 @@ import asyncio
 import json
 
 import pytest
+from fake_synthesis_models import (
+    HTTPStatusError,
+    TeacherModel,
+    TextOnlyModel,
+    script_fixture,
+    trajectory_fixture,
+)
 
 from agentrefine_lg.llm_roles import (
     LLMDM,
@@ -21,7 +28,6 @@ from agentrefine_lg.llm_roles import (
     parse_player_reply,
 )
 from agentrefine_lg.schema import Script, Turn
-from fake_synthesis_models import HTTPStatusError, TeacherModel, TextOnlyModel, script_fixture, trajectory_fixture
 
 PERSONA = "A beekeeper with forty hives who tracks honey yields by hand."
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_synthesis_models import FakeOpenAIServer, FixtureTeacher
 
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.runner import (
@@ -25,7 +26,6 @@ from agentrefine_lg.runner import (
 )
 from agentrefine_lg.schema import Persona
 from agentrefine_lg.synthesis import create_synthesis_graph
-from fake_synthesis_models import FakeOpenAIServer, FixtureTeacher
 
 REPO = Path(__file__).resolve().parents[1]
 

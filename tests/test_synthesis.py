@@ -8,6 +8,14 @@ import json
 from typing import Any
 
 import pytest
+from fake_synthesis_models import (
+    FakeOpenAIServer,
+    HTTPStatusError,
+    ScriptedTurns,
+    ScriptedWriter,
+    script_fixture,
+    trajectory_fixture,
+)
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
@@ -17,14 +25,6 @@ from agentrefine_lg.synthesis import (
     create_synthesis_graph,
     create_trajectory_graph,
     recursion_limit,
-)
-from fake_synthesis_models import (
-    FakeOpenAIServer,
-    HTTPStatusError,
-    ScriptedTurns,
-    ScriptedWriter,
-    script_fixture,
-    trajectory_fixture,
 )
 
 FAST = {"retry_initial_interval": 0.001, "retry_jitter": False}
