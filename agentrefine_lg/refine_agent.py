@@ -176,7 +176,7 @@ def create_refine_agent(
     max_retries: int | None = 3,
     max_steps: int = 30,
     trace_sink: TraceSink | None = None,
-    rule_check: bool = True,
+    rule_check: bool | None = None,
     feedback_to_model: bool = True,
     model_retry: RetryPolicy | None = None,
     teacher: str | None = None,
@@ -185,7 +185,9 @@ def create_refine_agent(
 
     Exactly one executor: ``env`` (a TextEnv; its script gives the system prompt and the action specs) or
     ``tools`` (LangChain tools or functions; input ``refine_task``). ``action_specs`` adds rule checks in
-    tool mode (or replaces the env's). ``critic``: a chat model (structured output :class:`CriticVerdict`) or
+    tool mode (or replaces the env's). ``rule_check``: None (default) lets an engine's verdict decide and uses
+    the rules to explain its rejections (without an engine the rules decide); True: a rule failure always
+    flags the step (strict); False: no rule check. ``critic``: a chat model (structured output :class:`CriticVerdict`) or
     a callable ``f(step) -> CriticVerdict | dict | None``. ``max_retries``: consecutive erroneous steps
     allowed before giving up (None: no limit but ``max_steps``). ``feedback_to_model``: append the rule
     check / critic feedback to the observation. ``model_retry``: LangGraph retry policy for transient model
@@ -265,11 +267,15 @@ def create_refine_agent(
             flags[result["error"]] = True
         if format_error:
             notes.append(prompts.REFINE_FORMAT_ERROR.format(error=pending.get("error")))
-        elif rule_check and (action_specs is not None or env is not None):
+        elif rule_check is not False and (action_specs is not None or env is not None):
             match = match_action(action_specs if action_specs is not None else script, pending["action"])
-            if not match.ok:
+            # With an engine, its verdict is authoritative by default (engines fold case, know dynamic object
+            # names): the rules then only explain a rejection. Strict mode (rule_check=True) or rules without
+            # an engine flag the action themselves.
+            engine_rejected = env is not None and result.get("error") is not None
+            if not match.ok and (rule_check is True or env is None or engine_rejected):
                 invalid = True
-                flags["parameter_error"] = True
+                flags["parameter_error"] = flags["parameter_error"] or not engine_rejected
                 specs = action_specs if action_specs is not None else script.available_actions
                 templates = ", ".join(specs.available_actions if isinstance(specs, Script) else specs)
                 notes.append(prompts.REFINE_INVALID_ACTION.format(message=match.message or "invalid", actions=templates))

@@ -278,3 +278,14 @@ def test_the_deployable_graph_module(monkeypatch: pytest.MonkeyPatch) -> None:
     assert module.calculator.invoke({"expression": "3 * (4 + 5)"}) == "27"
     with pytest.raises(ValueError, match="only numbers"):
         module.calculator.invoke({"expression": "__import__('os').getcwd()"})
+
+
+def test_with_an_engine_its_verdict_decides_unless_rules_are_strict() -> None:
+    # "Open Red": the engine folds case and accepts it; the case-sensitive rule regex does not match.
+    replies = ["Thought: a\nAction: Open Red", "Thought: b\nAction: go through"]
+    lenient = run_env_episode(scripted(*replies), DoorEnv(), max_steps=4)
+    assert lenient.success and lenient.invalid_actions == 0
+    assert not lenient.turns[2].flagged
+    strict = run_env_episode(scripted(*replies), DoorEnv(), max_steps=4, rule_check=True)
+    assert strict.turns[2].parameter_error is True and strict.invalid_actions == 1
+    assert strict.success  # the engine still completed the task: its `done` is authoritative
