@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentrefine_lg.env import TextEnv
 from agentrefine_lg.errors import AgentRefineError, InputError
 from agentrefine_lg.eval.base import load_task, parse_task_list, task_names, task_unavailable
 
@@ -126,6 +127,52 @@ def _messages_json(messages: Sequence[Any]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------- one episode
 
 
+class _TrackedEnv(TextEnv):
+    """Forwards to the task env and notes the step at which the engine ended the episode without success
+    (``info['episode_over']``, e.g. a failed TextWorld-Express task). The refine loop stops only on success,
+    the step budget or its retry limit, so steps after that point are the loop's, not the agent's: metrics
+    stop counting there."""
+
+    def __init__(self, env: TextEnv):
+        self.env = env
+        self.name = env.name
+        self.calls = 0
+        self.over_at: int | None = None  # number of env.step calls when the episode ended
+
+    def reset(self) -> str:
+        return self.env.reset()
+
+    def script(self) -> Any:
+        return self.env.script()
+
+    def step(self, action: str) -> Any:
+        result = self.env.step(action)
+        self.calls += 1
+        if self.over_at is None and (result.info or {}).get("episode_over") and not result.done:
+            self.over_at = self.calls
+        return result
+
+    def valid_actions(self) -> list[str]:
+        return self.env.valid_actions()
+
+    def oracle_action(self) -> str | None:
+        return self.env.oracle_action()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _cut_at_engine_end(turns: list[Any], over_at: int) -> list[Any]:
+    """Turns up to the DM reply to the ``over_at``-th executed action (format errors never reach the env)."""
+    executed = 0
+    for i, turn in enumerate(turns):
+        if turn.is_player and (turn.action or "").strip():
+            executed += 1
+            if executed == over_at:
+                return turns[: i + 2]
+    return turns
+
+
 def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max_steps: int = 30,
                 options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one episode and return its JSONL row (metrics + transcript). Raises on engine/model failure."""
@@ -137,9 +184,13 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max
     env = module.make_env(episode, seed, **(options or {}))
     try:
         chat = model.build(env, seed=episode_seed(seed, task, episode))
-        result = run_env_episode(chat, env, max_steps=max_steps)
-        metrics = episode_metrics(result.turns, success=result.success, progress=result.progress,
-                                  steps=result.steps)
+        tracked = _TrackedEnv(env)
+        result = run_env_episode(chat, tracked, max_steps=max_steps)
+        turns, steps, ended_at = result.turns, result.steps, None
+        if tracked.over_at is not None and not result.success:
+            turns = _cut_at_engine_end(turns, tracked.over_at)
+            ended_at = steps = sum(1 for t in turns if t.is_player)
+        metrics = episode_metrics(turns, success=result.success, progress=result.progress, steps=steps)
         return {
             "task": task,
             "episode": episode,
@@ -147,7 +198,8 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max
             "env": env.name,
             "model": model.label,
             **metrics.to_dict(),
-            "stop_reason": result.stop_reason,
+            "stop_reason": "episode_over" if ended_at is not None else result.stop_reason,
+            "ended_at_step": ended_at,  # the engine ended the episode here; later turns are not counted
             "elapsed_s": round(time.monotonic() - started, 3),
             "trajectory": result.trajectory.to_paper(),
             "messages": _messages_json(result.messages),
@@ -186,6 +238,15 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue
     return rows
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a torn last line (a run killed mid-write) so the next append starts on a line of its own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
 def _append(path: Path, row: dict[str, Any]) -> None:
@@ -256,6 +317,8 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
             runnable.append(name)
 
     episodes_path = out_dir / EPISODES_FILE
+    _repair_tail(episodes_path)
+    _repair_tail(out_dir / ERRORS_FILE)
     done = {(r["task"], int(r["episode"])) for r in read_rows(episodes_path)}
     todo = [(t, e) for t in runnable for e in range(episodes) if (t, e) not in done]
     if done:

@@ -71,6 +71,7 @@ def plot_task(task: str, rows: Sequence[Mapping[str, Any]], agg: Mapping[str, An
     xs = [int(r["episode"]) for r in rows]
     left.bar(xs, [float(r["progress"]) for r in rows],
              color=["#2a9d4b" if r["success"] else "#c8553d" for r in rows])
+    left.xaxis.get_major_locator().set_params(integer=True)
     left.set_xlabel("episode")
     left.set_ylabel("final progress")
     left.set_ylim(0, 1.05)

@@ -5,8 +5,9 @@ jericho and cannot be downloaded offline (ENVIRONMENTS.md). TextWorld-Express sh
 has a gold path (``getGoldActionSequence``), lists valid commands and scores progress in [0, 1], so it stands
 in for Jericho here. Reports say so: numbers on this task are **not** Jericho numbers.
 
-Action templates are derived from the commands the engine itself lists as valid (at the start and along the
-gold path), grouped by verb; each template's allowed values are the ones seen there. A command outside the
+Action templates are derived from the commands the engine itself lists as valid (at the start, along the gold
+path and on a walk through every reachable room), grouped by verb; the allowed values are the directions and
+the nouns seen there. A command outside the
 valid list is not sent to the engine (it would only burn a move on "Unknown action"): a known verb is answered
 as a ``logic_error`` (not possible now), anything else as a ``parameter_error``.
 """
@@ -118,12 +119,19 @@ def derive_actions(commands: list[str]) -> tuple[dict[str, ActionSpec], list[str
                 break
         else:
             leftovers.append(command)
+    # The engine lists a command only when it is possible right now ("put egg in fridge" only while holding
+    # the egg), so per-verb values are incomplete. Every noun of the world is an allowed value of every noun
+    # slot: a command naming a real thing that is impossible is the engine's to refuse (a logic error), a
+    # command naming nothing in this world is a parameter error.
+    nouns = sorted({v for values in found.values() for slot, vals in values.items() if slot != "direction"
+                    for v in vals})
     specs: dict[str, ActionSpec] = {}
     for template, description, custom in _VERBS:
         if template in found:
             specs[template] = ActionSpec(
                 template=template, description=description, verification_code=_regex(template, custom),
-                parameters={slot: sorted(vals) for slot, vals in found[template].items()})
+                parameters={slot: sorted(vals) if slot == "direction" else nouns
+                            for slot, vals in found[template].items()})
     for command in leftovers:
         specs[command] = ActionSpec(template=command, description="a command this game offers",
                                     verification_code=r"^\s*" + r"\s+".join(map(re.escape, command.split())) + r"\s*$")
@@ -150,10 +158,11 @@ class TWXEnv(TextEnv):
         self._task = ""
         self._first = ""
 
-    def _reset_engine(self) -> tuple[str, dict[str, Any]]:
+    def _reset_engine(self, gold: bool = False) -> tuple[str, dict[str, Any]]:
+        # The same seed gives the same game with or without the gold path; only the first reset needs it.
         with quiet_fds():
             return self._env.reset(seed=self.game_seed, gameFold="test", gameName=self.game,
-                                   gameParams=GAMES[self.game], generateGoldPath=True)
+                                   gameParams=GAMES[self.game], generateGoldPath=gold)
 
     def _explore(self) -> list[str]:
         """Walk every reachable room once (depth first, opening doors and containers) and collect the valid
@@ -195,7 +204,7 @@ class TWXEnv(TextEnv):
         return seen
 
     def reset(self) -> str:
-        obs, infos = self._reset_engine()
+        obs, infos = self._reset_engine(gold=True)
         self._gold = list(self._env.getGoldActionSequence())
         # Derive the templates from what the engine lists as valid at the start and along the gold path, then
         # start over so the agent plays from the initial state.

@@ -1,0 +1,244 @@
+"""The evaluation harness: registry, built-in agents through the real refine-agent loop, resume, failures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from agentrefine_lg.errors import InputError
+from agentrefine_lg.eval import base, harness
+from agentrefine_lg.eval.agents import OracleAgent, RandomAgent
+from agentrefine_lg.eval.harness import EndpointError, ModelSpec, read_rows, run_eval
+
+FAST_TASKS = [t for t in ("babyai", "pddl", "jericho") if base.task_unavailable(t) is None]
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def test_registry_names_every_task_and_rejects_unknown_ones_clearly():
+    assert set(base.TASKS) == {"babyai", "sciworld", "pddl", "alfworld", "jericho"}
+    with pytest.raises(InputError, match="unknown task 'webshop'.*known tasks: babyai"):
+        base.load_task("webshop")
+    with pytest.raises(InputError, match="unknown task 'nope'"):
+        base.parse_task_list("babyai,nope")
+    assert base.parse_task_list("pddl, babyai,pddl") == ["pddl", "babyai"]
+    assert base.parse_task_list("all") == list(base.TASKS)
+
+
+def test_every_task_module_follows_the_contract():
+    for name in ("babyai", "pddl", "jericho"):
+        module = base.load_task(name)
+        assert isinstance(module.TASK, base.TaskInfo) and module.TASK.name == name and module.TASK.held_out
+        assert module.available() is None or isinstance(module.available(), str)
+        assert callable(module.make_env)
+
+
+def test_template_regex_matches_its_template_with_flexible_whitespace():
+    import re
+
+    rx = base.template_regex("put {object} in {container}")
+    assert re.match(rx, "  put  red key   in box ").groups() == ("red key", "box")
+    assert re.match(rx, "put key on box") is None
+
+
+@pytest.mark.skipif("babyai" not in FAST_TASKS, reason="minigrid missing")
+def test_oracle_and_random_agents_speak_the_thought_action_format():
+    from agentrefine_lg.eval import babyai
+
+    env = babyai.make_env(0)
+    env.reset()
+    reply = OracleAgent(env=env).invoke([HumanMessage("go")])
+    assert isinstance(reply, AIMessage)
+    assert reply.content.startswith("Thought: ") and f"\nAction: {env.oracle_action()}" in reply.content
+    a = [RandomAgent(env=env, seed=3).invoke("x").content for _ in range(2)]
+    assert a[0] == a[1]  # seeded
+    assert a[0].split("Action: ")[1] in env.valid_actions()
+
+
+@pytest.fixture(scope="module")
+def oracle_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("oracle")
+    summary = run_eval(tasks=FAST_TASKS, episodes=3, model=ModelSpec(agent="oracle"), out=out, max_steps=30,
+                       log=_quiet)
+    return out, summary
+
+
+@pytest.mark.skipif(not FAST_TASKS, reason="no engine installed")
+def test_oracle_through_the_harness_solves_every_episode(oracle_run):
+    out, summary = oracle_run
+    for task in FAST_TASKS:
+        agg = summary["tasks"][task]
+        assert agg["episodes"] == 3
+        assert agg["success_rate"] == 1.0 and agg["progress_rate"] == 1.0
+        assert agg["invalid_action_rate"] == 0.0 and agg["format_error_rate"] == 0.0
+    rows = read_rows(out / "episodes.jsonl")
+    assert len(rows) == 3 * len(FAST_TASKS)
+    row = rows[0]
+    assert row["model"] == "agent:oracle" and row["trajectory"][0]["role"] == "DM"
+    assert row["messages"][0]["role"] == "system" and "Thought: " in row["messages"][2]["content"]
+    for name in ("summary.json", "summary.md", *(f"{t}.png" for t in FAST_TASKS)):
+        assert (out / name).stat().st_size > 0
+    md = (out / "summary.md").read_text()
+    assert "| task |" in md
+    if "jericho" in FAST_TASKS:
+        assert "Stand-in" in md
+
+
+@pytest.mark.skipif(not FAST_TASKS, reason="no engine installed")
+def test_rerun_resumes_without_duplicating_episodes(oracle_run):
+    out, _ = oracle_run
+    before = read_rows(out / "episodes.jsonl")
+    summary = run_eval(tasks=FAST_TASKS, episodes=3, model=ModelSpec(agent="oracle"), out=out, log=_quiet)
+    after = read_rows(out / "episodes.jsonl")
+    assert after == before
+    assert summary["overall"]["episodes"] == len(before)
+    keys = [(r["task"], r["episode"]) for r in after]
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.skipif(not FAST_TASKS, reason="no engine installed")
+def test_resume_after_a_torn_line_runs_only_the_missing_episodes(tmp_path):
+    task = FAST_TASKS[0]
+    run_eval(tasks=task, episodes=2, model=ModelSpec(agent="oracle"), out=tmp_path, log=_quiet)
+    path = tmp_path / "episodes.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed mid-write
+    summary = run_eval(tasks=task, episodes=2, model=ModelSpec(agent="oracle"), out=tmp_path, log=_quiet)
+    rows = read_rows(path)
+    assert sorted(r["episode"] for r in rows) == [0, 1]
+    assert summary["tasks"][task]["episodes"] == 2
+
+
+def test_resume_into_a_directory_with_other_settings_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model": "agent:random", "seed": 0, "max_steps": 30,
+                                                      "options": {}, "tasks": ["pddl"], "episodes": 1}))
+    with pytest.raises(InputError, match="other settings"):
+        run_eval(tasks="pddl", episodes=1, model=ModelSpec(agent="oracle"), out=tmp_path, log=_quiet)
+
+
+@pytest.mark.skipif("pddl" not in FAST_TASKS, reason="pddlgym missing")
+def test_random_agent_is_far_below_the_oracle(tmp_path):
+    summary = run_eval(tasks="pddl", episodes=4, model=ModelSpec(agent="random"), out=tmp_path, max_steps=15,
+                       log=_quiet)
+    agg = summary["tasks"]["pddl"]
+    assert agg["success_rate"] <= 0.25
+    assert agg["progress_rate"] < 0.9
+
+
+@pytest.mark.skipif("babyai" not in FAST_TASKS, reason="minigrid missing")
+def test_a_model_that_never_acts_gets_format_errors_and_stops_at_max_steps(tmp_path, monkeypatch):
+    from fake_models import ScriptedChatModel
+
+    monkeypatch.setattr(ModelSpec, "build", lambda self, env, seed: ScriptedChatModel(
+        responses=["I am thinking about it."] * 10))
+    summary = run_eval(tasks="babyai", episodes=1, model=ModelSpec(spec="fake:never-acts"), out=tmp_path,
+                       max_steps=4, preflight=False, log=_quiet)
+    agg = summary["tasks"]["babyai"]
+    assert agg["steps"] == 4 and agg["format_error_rate"] == 1.0 and agg["success_rate"] == 0.0
+    row = read_rows(tmp_path / "episodes.jsonl")[0]
+    assert row["stop_reason"] == "max_steps" and row["format_errors"] == 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(60)
+def test_unreachable_endpoint_fails_fast_with_a_clear_error(tmp_path):
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    spec = ModelSpec(base_url=url, model="m", timeout_s=5)
+    with pytest.raises(EndpointError, match="cannot reach the model at http://127.0.0.1"):
+        run_eval(tasks="pddl", episodes=1, model=spec, out=tmp_path, log=_quiet)
+    assert not (tmp_path / "episodes.jsonl").exists()
+
+
+def test_unavailable_tasks_are_reported_not_faked(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "task_unavailable", lambda name: "needs the moon" if name == "pddl" else None)
+    summary = run_eval(tasks="pddl", episodes=1, model=ModelSpec(agent="oracle"), out=tmp_path, log=_quiet)
+    assert summary["unavailable"] == {"pddl": "needs the moon"}
+    assert summary["tasks"] == {} and summary["overall"]["episodes"] == 0
+    assert "unavailable here" in (tmp_path / "summary.md").read_text()
+
+
+def test_cli_parses_and_validates_model_choices(tmp_path):
+    parser = argparse.ArgumentParser()
+    harness.cli_add_arguments(parser)
+    args = parser.parse_args(["--agent", "oracle", "--model", "openai:gpt-4o"])
+    with pytest.raises(InputError, match="excludes"):
+        harness.cli_run(args)
+    args = parser.parse_args(["--model", "gpt-4o"])
+    with pytest.raises(InputError, match="PROVIDER:NAME"):
+        harness.cli_run(args)
+    args = parser.parse_args([])
+    with pytest.raises(InputError, match="no model"):
+        harness.cli_run(args)
+    args = parser.parse_args(["--agent", "oracle", "--tasks", "babyai,webshop", "--out", str(tmp_path)])
+    with pytest.raises(InputError, match="unknown task 'webshop'"):
+        harness.cli_run(args)
+
+
+class _DoomedEnv:
+    """A two-step task whose engine ends the episode (failed) on the second 'push'."""
+
+    name = "doomed/0"
+
+    def __init__(self):
+        from agentrefine_lg.eval.base import action_spec, make_script
+
+        self._script = make_script({"room": "a lever"}, "pull the lever", ["the lever is pulled"],
+                                   [action_spec("push", "push the lever"), action_spec("pull", "pull it")])
+        self.pushes = 0
+
+    def reset(self):
+        return "A lever."
+
+    def script(self):
+        return self._script
+
+    def step(self, action):
+        from agentrefine_lg.env import StepResult
+
+        self.pushes += 1
+        if self.pushes >= 2:
+            return StepResult("The lever breaks. You failed.", info={"episode_over": True})
+        return StepResult("Nothing happens.", progress=0.5)
+
+    def valid_actions(self):
+        return ["push", "pull"]
+
+    def oracle_action(self):
+        return "pull"
+
+    def close(self):
+        pass
+
+
+def test_an_episode_the_engine_ends_in_failure_is_cut_there(tmp_path, monkeypatch):
+    import types
+
+    from fake_models import ScriptedChatModel
+
+    from agentrefine_lg.env import TextEnv
+
+    TextEnv.register(_DoomedEnv)
+    fake = types.SimpleNamespace(TASK=base.TaskInfo("doomed", "Doomed", "test"), available=lambda: None,
+                                 make_env=lambda episode, seed=0: _DoomedEnv())
+    monkeypatch.setattr(harness, "load_task", lambda name: fake)
+    monkeypatch.setattr(harness, "task_unavailable", lambda name: None)
+    monkeypatch.setattr(harness, "parse_task_list", lambda spec: ["doomed"])
+    monkeypatch.setattr(ModelSpec, "build", lambda self, env, seed: ScriptedChatModel(
+        responses=["Thought: push it\nAction: push"] * 6))
+    summary = run_eval(tasks="doomed", episodes=1, model=ModelSpec(spec="fake:pusher"), out=tmp_path,
+                       max_steps=6, preflight=False, log=_quiet)
+    row = read_rows(tmp_path / "episodes.jsonl")[0]
+    assert row["stop_reason"] == "episode_over" and row["ended_at_step"] == 2
+    assert row["steps"] == 2 and row["success"] is False and row["progress"] == 0.5
+    assert summary["tasks"]["doomed"]["invalid_action_rate"] == 0.0
