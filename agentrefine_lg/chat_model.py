@@ -191,8 +191,9 @@ def _call_args(inner: str) -> tuple[list[Any], dict[str, Any]]:
     """Arguments of ``name(...)`` as literals; raises ValueError when they are not plain literals."""
     tree = ast.parse(f"f({inner})", mode="eval")  # parsed only, never evaluated
     call = tree.body
-    if not isinstance(call, ast.Call):
-        raise ValueError("not a call")
+    # "x) + (y" parses as f(x) + (y): only a single plain call is an argument list.
+    if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
+        raise ValueError("not a plain argument list")  # noqa: TRY004 - caught with the SyntaxErrors
     args = [_literal(a) for a in call.args]
     kwargs = {kw.arg: _literal(kw.value) for kw in call.keywords if kw.arg}
     return args, kwargs

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from agentrefine_lg.errors import AgentRefineError, InputError
 
@@ -166,7 +166,7 @@ class ServerHandle:
             self._stopped = True
             self._stop()
 
-    def __enter__(self) -> ServerHandle:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -288,6 +288,8 @@ def trim_at_stop(text: str, stops: Sequence[str]) -> str:
 
 def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dtype: str):
     """The ASGI app on transformers-serve parts (see the module docstring for what differs and why)."""
+    import logging
+
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
@@ -296,8 +298,6 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
     from transformers.cli.serving.model_manager import ModelManager
     from transformers.cli.serving.utils import GenerationState
-
-    import logging
 
     # transformers serve logs every request at WARNING ("[Request received]"); keep our console quiet.
     logging.getLogger("transformers.cli.serving").setLevel(logging.ERROR)
@@ -578,8 +578,8 @@ def _quote(arg: str) -> str:
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
-    "ServerHandle",
     "VLLM_LORA_RANKS",
+    "ServerHandle",
     "cli_add_arguments",
     "cli_run",
     "find_chat_template",

@@ -55,9 +55,9 @@ def client_side_cost(n: int = 300) -> tuple[float, float]:
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    call_raw = lambda: raw.chat.completions.create(model="agentrefine", messages=MESSAGES, temperature=0,  # noqa: E731
+    call_raw = lambda: raw.chat.completions.create(model="agentrefine", messages=MESSAGES, temperature=0,
                                                    max_tokens=32, stop=["\nObservation:"])
-    call_ours = lambda: ours.invoke(MESSAGES)  # noqa: E731
+    call_ours = lambda: ours.invoke(MESSAGES)
     for _ in range(20):
         call_raw(), call_ours()
     return timed(call_raw), timed(call_ours)

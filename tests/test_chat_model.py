@@ -117,6 +117,8 @@ def test_parse_tool_call_never_evaluates_code() -> None:
     call = parse_tool_call('search(__import__("os").system("echo hacked"))', TOOLS)
     assert call.name == "search"
     assert call.args == {"query": '__import__("os").system("echo hacked")'}  # kept as text, not run
+    # Text that only looks like a call expression is kept whole.
+    assert parse_tool_call("search(x) + (y)", TOOLS).args == {"query": "x) + (y"}
 
 
 def test_unknown_tool_and_finish() -> None:
