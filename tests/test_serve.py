@@ -234,3 +234,29 @@ def test_cli_print_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     line = capsys.readouterr().out.strip()
     assert line.startswith("vllm serve base ") and "--max-lora-rank 32" in line and "--tensor-parallel-size 2" in line
     assert os.environ.get("AGENTREFINE_API_KEY") != "abc"  # nothing leaked into the environment
+
+
+def test_cli_serves_until_interrupted(tiny_model: Path) -> None:
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentrefine_lg.cli", "serve", "--backend", "transformers", "--model", str(tiny_model),
+         "--port", "0", "--api-key", "cli-key"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=Path(__file__).parent.parent)
+    try:
+        line = ""
+        while "serving" not in line:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "the server exited before serving"
+        base_url = line.split(" at ")[1].split()[0]
+        assert "AGENTREFINE_API_KEY=cli-key" in proc.stdout.readline()
+        reply = openai.OpenAI(base_url=base_url, api_key="cli-key").chat.completions.create(
+            model="agentrefine", messages=MESSAGES, max_tokens=2)
+        assert reply.choices[0].message.content is not None
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
