@@ -242,3 +242,27 @@ def test_an_episode_the_engine_ends_in_failure_is_cut_there(tmp_path, monkeypatc
     assert row["stop_reason"] == "episode_over" and row["ended_at_step"] == 2
     assert row["steps"] == 2 and row["success"] is False and row["progress"] == 0.5
     assert summary["tasks"]["doomed"]["invalid_action_rate"] == 0.0
+
+
+@pytest.mark.slow  # spawning workers that import langgraph + pddlgym takes ~10 s on 2 cores
+@pytest.mark.skipif("pddl" not in FAST_TASKS, reason="pddlgym missing")
+def test_worker_processes_give_the_same_rows_as_a_single_process(tmp_path):
+    one = run_eval(tasks="pddl", episodes=3, model=ModelSpec(agent="random"), out=tmp_path / "one", max_steps=8,
+                   log=_quiet)
+    two = run_eval(tasks="pddl", episodes=3, model=ModelSpec(agent="random"), out=tmp_path / "two", max_steps=8,
+                   workers=2, log=_quiet)
+
+    def strip(rows):
+        return sorted(({k: v for k, v in r.items() if k != "elapsed_s"} for r in rows), key=lambda r: r["episode"])
+
+    assert strip(read_rows(tmp_path / "one" / "episodes.jsonl")) == strip(read_rows(tmp_path / "two" / "episodes.jsonl"))
+    assert one["tasks"] == two["tasks"]
+
+
+def test_list_tasks_reports_availability(capsys):
+    from agentrefine_lg.cli import main
+
+    assert main(["eval", "--list-tasks"]) == 0
+    out = capsys.readouterr().out
+    for name in base.TASKS:
+        assert name in out

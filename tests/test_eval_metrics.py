@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from agentrefine_lg.eval.metrics import (
@@ -95,4 +97,4 @@ def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
     assert low < 0.7 < high and 0 <= low and high <= 1
     assert bootstrap_ci(values, seed=1) == (low, high)
     assert bootstrap_ci([1, 1, 1]) == (1.0, 1.0)
-    assert all(x != x for x in bootstrap_ci([]))  # nan
+    assert all(math.isnan(x) for x in bootstrap_ci([]))

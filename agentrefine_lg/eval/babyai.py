@@ -149,7 +149,7 @@ class BabyAIEnv(TextEnv):
                                 return n + 1
                             break
                         act = bot.replan()
-            except Exception:  # noqa: BLE001 - the bot asserts on states it can't handle; try the next start
+            except Exception:  # noqa: BLE001, S112 - the bot asserts on states it can't handle; try the next start
                 continue
         return None
 
@@ -255,10 +255,10 @@ class BabyAIEnv(TextEnv):
             valid.append("pick up")
         if carrying is not None and front is None:
             valid.append("drop")
-        if front is not None and front.type in ("door", "box"):
-            if not (front.type == "door" and front.is_locked
-                    and not (carrying is not None and carrying.type == "key" and carrying.color == front.color)):
-                valid.append("toggle")
+        has_key = carrying is not None and front is not None and carrying.type == "key" and carrying.color == front.color
+        if front is not None and front.type in ("door", "box") and not (front.type == "door" and front.is_locked
+                                                                         and not has_key):
+            valid.append("toggle")
         return valid
 
     def _refusal(self, text: str) -> str:

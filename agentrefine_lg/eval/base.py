@@ -25,7 +25,6 @@ import string
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Protocol
 
 from agentrefine_lg.env import TextEnv

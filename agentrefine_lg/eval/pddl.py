@@ -289,7 +289,6 @@ class PDDLEnv(TextEnv):
     def _parse(self, action: str) -> tuple[Any | None, str | None]:
         """Text -> pddlgym literal, or (None, why) for a parameter error."""
         text = normalize_action(action)
-        dom = self._env.domain
         objects = {o.name.lower(): o for o in self._state.objects}
         near_miss = None
         for pred_name, (template, _) in self.spec.actions.items():

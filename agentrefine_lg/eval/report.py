@@ -23,11 +23,11 @@ def _ci(values: Sequence[float] | None) -> str:
 def markdown_table(summary: Mapping[str, Any]) -> str:
     """The summary as a Markdown table (rates in %, 95% bootstrap CIs in brackets) plus notes."""
     lines = [
-        f"Model: `{summary.get('model', '?')}` · max steps {summary.get('max_steps', '?')} · seed "
-        f"{summary.get('seed', '?')}",
+        (f"Model: `{summary.get('model', '?')}` · max steps {summary.get('max_steps', '?')} · seed "
+         f"{summary.get('seed', '?')}"),
         "",
-        "| task | episodes | success % | progress % | invalid action % | format error % | repeated mistake % "
-        "| steps to success |",
+        ("| task | episodes | success % | progress % | invalid action % | format error % | repeated mistake % "
+         "| steps to success |"),
         "|---|---|---|---|---|---|---|---|",
     ]
     info = summary.get("task_info", {})

@@ -291,7 +291,7 @@ class TWXEnv(TextEnv):
         try:
             with quiet_fds():
                 env.close()
-        except Exception:  # noqa: BLE001 - closing a JVM that is already gone is fine
+        except Exception:  # noqa: BLE001, S110 - closing a JVM that is already gone is fine
             pass
         # The engine's __del__ closes again and then hits a broken pipe; make that a no-op.
         env.close = lambda: None
