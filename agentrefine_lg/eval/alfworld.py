@@ -17,6 +17,7 @@ accepted and mapped to 0.4.2's ``move X to Y``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -542,8 +543,6 @@ class AlfWorldEnv(TextEnv):
     def close(self) -> None:
         env = getattr(self, "_env", None)
         if env is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing twice or after a failed start is harmless
                 env.close()
-            except Exception:  # noqa: BLE001 - closing twice or after a failed start is harmless
-                pass
             self._env = None

@@ -222,5 +222,15 @@ def diversity_by(rows: Iterable[Mapping[str, Any]], key: str = "model", **kwargs
     return {name: thought_diversity(group, **kwargs) for name, group in sorted(groups.items())}
 
 
-__all__ = ["Embedder", "EmbeddingUnavailable", "diversity_by", "distinct_n", "extract_thoughts",
-           "get_embedder", "mean_pairwise_cosine_distance", "model_dir", "read_items", "thought_diversity"]
+__all__ = [
+    "Embedder",
+    "EmbeddingUnavailable",
+    "distinct_n",
+    "diversity_by",
+    "extract_thoughts",
+    "get_embedder",
+    "mean_pairwise_cosine_distance",
+    "model_dir",
+    "read_items",
+    "thought_diversity",
+]

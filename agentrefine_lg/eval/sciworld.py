@@ -20,6 +20,7 @@ object makes ScienceWorld's score negative: the episode is over and failed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -217,14 +218,14 @@ class SciWorldEnv(TextEnv):
                 template, description = _TEMPLATES[engine]
             else:  # an engine template we have no wording for: keep it usable, slots in order
                 names = iter(("object", "target", "container"))
-                template = re.sub(r"\bOBJ\b", lambda _m: "{" + next(names, "other") + "}", engine)
+                template = re.sub(r"\bOBJ\b", lambda _m, it=names: "{" + next(it, "other") + "}", engine)
                 description = "an action of the simulator"
             specs[template] = description
         specs[CHECK_VALID] = "list every action that is valid right now (long)"
         return specs
 
     def _score(self) -> int:
-        return int(round(100 * float(self._sw.server.getScore())))
+        return round(100 * float(self._sw.server.getScore()))
 
     def _world_referents(self) -> set[str]:
         """Every name any object of the world answers to (cached; looked up only after a failed reference)."""
@@ -372,22 +373,17 @@ class SciWorldEnv(TextEnv):
         sw = getattr(self, "_sw", None)
         if sw is None:
             return
-        try:
-            with quiet():
-                sw.close()
-                proc = sw._gateway.java_process
-                if proc is not None:
-                    proc.wait(timeout=10)
-        except Exception:  # noqa: BLE001 - a JVM that is already gone is closed enough
-            pass
+        with contextlib.suppress(Exception), quiet():  # a JVM that is already gone is closed enough
+            sw.close()
+            proc = sw._gateway.java_process
+            if proc is not None:
+                proc.wait(timeout=10)
         # The package's __del__ closes again; make that a no-op so interpreter exit stays quiet.
         sw.close = lambda: None  # type: ignore[method-assign]
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _form_regex(template: str) -> str:
