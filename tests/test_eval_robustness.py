@@ -60,6 +60,8 @@ def test_template_rewrites_keep_slots_and_change_form():
     assert perturb_template("go to {recep}", "article") == "go to the {recep}"
     assert perturb_template("turn left", "synonym") == "rotate left"
     assert perturb_template("stack {a} on {b}", "synonym") == "pile {a} on {b}"  # generic verb table
+    # an exact rule covers one slot only: "use {a}" must not rewrite the two-argument "use X on Y"
+    assert perturb_template("use {object} on {target}", "synonym") == "employ {object} on {target}"
     with pytest.raises(InputError):
         perturb_template("go to {x}", "shuffle")
 

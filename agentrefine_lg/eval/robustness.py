@@ -97,11 +97,12 @@ _MORE = re.compile(r"\s*\(and \d+ more\)\.?$")
 
 
 def _rule_regex(pattern: str) -> re.Pattern[str]:
-    """``"take {a} from {b}"`` -> a regex capturing ``a`` and ``b`` (lazy, anchored, exact words)."""
+    """``"take {a} from {b}"`` -> a regex over templates capturing the slots ``a`` and ``b`` (anchored)."""
     parts, pos = [], 0
     for m in re.finditer(r"\{(\w+)\}", pattern):
         parts.append(re.escape(pattern[pos:m.start()]))
-        parts.append(rf"(?P<{m.group(1)}>.+?)")
+        # one rule slot stands for exactly one template slot: "use {a}" must not swallow "{object} on {target}"
+        parts.append(rf"(?P<{m.group(1)}>\{{\w+\}})")
         pos = m.end()
     parts.append(re.escape(pattern[pos:]))
     return re.compile("^" + "".join(parts) + "$")
