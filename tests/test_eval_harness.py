@@ -266,3 +266,21 @@ def test_list_tasks_reports_availability(capsys):
     out = capsys.readouterr().out
     for name in base.TASKS:
         assert name in out
+
+
+def test_a_task_with_few_distinct_episodes_is_not_padded_with_repeats(tmp_path, monkeypatch):
+    import types
+
+    from agentrefine_lg.env import TextEnv
+
+    TextEnv.register(_DoomedEnv)
+    fake = types.SimpleNamespace(TASK=base.TaskInfo("doomed", "Doomed", "test"), available=lambda: None,
+                                 make_env=lambda episode, seed=0: _DoomedEnv(), NUM_EPISODES=2)
+    monkeypatch.setattr(harness, "load_task", lambda name: fake)
+    monkeypatch.setattr(harness, "task_unavailable", lambda name: None)
+    monkeypatch.setattr(harness, "parse_task_list", lambda spec: ["doomed"])
+    logged = []
+    summary = run_eval(tasks="doomed", episodes=5, model=ModelSpec(agent="oracle"), out=tmp_path, max_steps=3,
+                       log=logged.append)
+    assert summary["tasks"]["doomed"]["episodes"] == 2 and summary["episodes_per_task"] == {"doomed": 2}
+    assert any("only 2 distinct episodes" in line for line in logged)

@@ -7,7 +7,9 @@ A task module ``agentrefine_lg.eval.<task>`` exposes:
 - ``available() -> str | None`` — None when it can run on this machine, else the reason
   (missing package, no Java, ...). The harness reports unavailable tasks, it never fakes them;
 - ``make_env(episode: int, seed: int = 0, **options) -> TextEnv`` — episode ``i`` of the task, deterministic
-  for a given ``(episode, seed)``. ``step`` never raises on unknown text: it answers with
+  for a given ``(episode, seed)``;
+- optionally ``NUM_EPISODES: int`` when the task has a fixed set of distinct episodes (the harness runs no
+  more than that many, rather than repeating some). ``step`` never raises on unknown text: it answers with
   ``error='parameter_error'`` (no such command) or ``'logic_error'`` (the engine refused it).
 
 Only this module is imported eagerly; engines load inside the task modules, so ``agentrefine eval --help``

@@ -316,11 +316,18 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
         else:
             runnable.append(name)
 
+    per_task = {name: episodes for name in runnable}
+    for name in runnable:
+        distinct = getattr(load_task(name), "NUM_EPISODES", None)
+        if distinct is not None and episodes > distinct:
+            per_task[name] = distinct
+            log(f"[eval] {name}: only {distinct} distinct episodes; running {distinct}, not {episodes}")
+
     episodes_path = out_dir / EPISODES_FILE
     _repair_tail(episodes_path)
     _repair_tail(out_dir / ERRORS_FILE)
     done = {(r["task"], int(r["episode"])) for r in read_rows(episodes_path)}
-    todo = [(t, e) for t in runnable for e in range(episodes) if (t, e) not in done]
+    todo = [(t, e) for t in runnable for e in range(per_task[t]) if (t, e) not in done]
     if done:
         log(f"[eval] resuming: {len(done)} episode(s) already in {episodes_path}, {len(todo)} to run")
     if todo and preflight:
@@ -364,7 +371,7 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
         "model": model.label,
         "max_steps": max_steps,
         "seed": seed,
-        "episodes_per_task": episodes,
+        "episodes_per_task": per_task,
         "unavailable": unavailable,
         "errors": len(errors),
         "task_info": {name: asdict(load_task(name).TASK) for name in runnable},

@@ -140,6 +140,8 @@ EPISODES: tuple[tuple[str, str, str], ...] = tuple(
     for dom, spec in DOMAINS.items()
     if i < len(spec.problems)
 )
+#: distinct episodes (the problems are fixed; the harness runs no more than this many)
+NUM_EPISODES = len(EPISODES)
 
 
 def available() -> str | None:
