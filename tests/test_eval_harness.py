@@ -284,3 +284,35 @@ def test_a_task_with_few_distinct_episodes_is_not_padded_with_repeats(tmp_path, 
                        log=logged.append)
     assert summary["tasks"]["doomed"]["episodes"] == 2 and summary["episodes_per_task"] == {"doomed": 2}
     assert any("only 2 distinct episodes" in line for line in logged)
+
+
+@pytest.fixture(scope="module")
+def served_tiny(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from agentrefine_lg import serve
+    from training.tiny import build_tiny_model
+
+    path = build_tiny_model(tmp_path_factory.mktemp("tiny"))
+    with serve.start_server(path, api_key="k", model_name="tiny") as handle:
+        yield handle
+
+
+@pytest.mark.slow  # builds and serves the tiny model (~15 s)
+@pytest.mark.skipif("pddl" not in FAST_TASKS, reason="pddlgym missing")
+def test_a_served_model_over_http_runs_through_the_harness(served_tiny, tmp_path):
+    spec = ModelSpec(base_url=served_tiny.base_url, model="tiny", api_key="k", max_tokens=16, timeout_s=60)
+    summary = run_eval(tasks="pddl", episodes=1, model=spec, out=tmp_path, max_steps=3, log=_quiet)
+    row = read_rows(tmp_path / "episodes.jsonl")[0]
+    assert row["model"] == f"tiny@{served_tiny.base_url}" and row["steps"] == 3
+    # the random-weight tiny model writes noise: every step is a format or invalid-action error
+    assert row["format_errors"] + row["invalid_actions"] == 3 and not row["success"]
+    assert summary["tasks"]["pddl"]["episodes"] == 1
+    assert [m["role"] for m in row["messages"][:3]] == ["system", "user", "assistant"]
+
+
+@pytest.mark.slow
+def test_a_wrong_api_key_stops_the_run_before_any_episode(served_tiny, tmp_path):
+    spec = ModelSpec(base_url=served_tiny.base_url, model="tiny", api_key="wrong", max_tokens=8)
+    with pytest.raises(EndpointError):
+        run_eval(tasks="pddl", episodes=1, model=spec, out=tmp_path, log=_quiet)
+    assert not (tmp_path / "episodes.jsonl").exists()
