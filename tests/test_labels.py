@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from agentrefine_lg.convert import trajectory_to_messages  # noqa: E402
-from agentrefine_lg.schema import Message, Script, Trajectory  # noqa: E402
-from training.data import IGNORE_INDEX, TemplateError, assistant_spans, build_dataset, tokenize_messages  # noqa: E402
-from training.tiny import build_tiny_tokenizer  # noqa: E402
+from agentrefine_lg.convert import trajectory_to_messages
+from agentrefine_lg.schema import Message, Script, Trajectory
+from training.data import IGNORE_INDEX, TemplateError, assistant_spans, build_dataset, tokenize_messages
+from training.tiny import build_tiny_tokenizer
 
 EOT = "<|eot_id|>"
 

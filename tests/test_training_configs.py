@@ -85,7 +85,7 @@ def test_agentrefine_train_reads_the_same_recipe():
     parser = argparse.ArgumentParser(prog="agentrefine train")
     cli_add_arguments(parser)
     ns = parser.parse_args(["--config", str(CONFIGS / "paper_llama3_8b.yaml"), "--num_train_epochs", "1"])
-    script, training, model = parse_namespace(ns)
+    script, training, _ = parse_namespace(ns)
     assert script.model == "meta-llama/Meta-Llama-3-8B-Instruct" and training.learning_rate == 2e-5
     assert training.num_train_epochs == 1  # given on the command line: wins over the file
 

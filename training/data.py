@@ -17,9 +17,10 @@ turn's rendered generation in the full text; a template for which neither works 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from agentrefine_lg.errors import AgentRefineError, InputError
 

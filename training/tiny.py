@@ -58,8 +58,8 @@ _TOKENIZER_MARKER = "tokenizer.json"
 _CORPUS = [
     # the paper's sample script and trajectory (tests/fixtures/*_unix_admin.json)
     "A recent graduate joining the IT department and eager to learn UNIX administration.",
-    "A small Linux workstation. The player starts in /home/user. There is a project folder with a "
-    "configuration file that controls a backup service.",
+    ("A small Linux workstation. The player starts in /home/user. There is a project folder with a "
+    "configuration file that controls a backup service."),
     "Remember: the backup service reads project/config.cfg.",
     "mode=off\nretries=3",
     "127.0.0.1 localhost",
@@ -70,10 +70,10 @@ _CORPUS = [
     "List a directory or show that a file exists.",
     "Print a file.",
     "Set key=value in a configuration file in the current directory.",
-    '"cd {path}": {"verification code": "^\\\\s*cd\\\\s+(\\\\S+)\\\\s*$", "parameters": {"path": ["/home/user", '
-    '"/home/user/project", "/etc", "project", "..", "~"]}}',
-    '{"locations": ["/home/user", "/home/user/project", "/etc"], "documents": {"/home/user/notes.txt": "..."}, '
-    '"player": {"location": "/home/user", "permissions": "user"}}',
+    ('"cd {path}": {"verification code": "^\\\\s*cd\\\\s+(\\\\S+)\\\\s*$", "parameters": {"path": ["/home/user", '
+    '"/home/user/project", "/etc", "project", "..", "~"]}}'),
+    ('{"locations": ["/home/user", "/home/user/project", "/etc"], "documents": {"/home/user/notes.txt": "..."}, '
+    '"player": {"location": "/home/user", "permissions": "user"}}'),
     "You are in /home/user. You see notes.txt and a folder named project.",
     "Thought: The notes may tell me which file the backup service reads.\nAction: cat notes.txt",
     "Thought: I will edit the file right away.\nAction: set config.cfg mode on",
@@ -84,21 +84,21 @@ _CORPUS = [
     "Error: Invalid command format. Usage: set {file} {key} {value}.",
     "Thought: I used the wrong syntax; the usage is set FILE KEY VALUE.\nAction: set config.cfg mode on",
     "config.cfg updated: mode=on. Task complete.",
-    '{"turn": 5, "role": "DM", "Thought": "...", "Observation": "...", "parameter_error": false, '
-    '"place_error": true, "logic_error": false}',
+    ('{"turn": 5, "role": "DM", "Thought": "...", "Observation": "...", "parameter_error": false, '
+    '"place_error": true, "logic_error": false}'),
     '{"Persona": "...", "Environment": {}, "Goal": "...", "Completion Conditions": [], "Available Actions": {}}',
     # the agent instruction (agentrefine_lg.prompts.AGENT_SYSTEM), paraphrased pieces
-    "You are an agent acting in an interactive environment. Read the environment's feedback after every "
-    "action and correct yourself when an action fails.",
+    ("You are an agent acting in an interactive environment. Read the environment's feedback after every "
+    "action and correct yourself when an action fails."),
     "Environment:", "Goal:", "Completion conditions:",
     "Available actions (use exactly these forms; replace each {slot} with one allowed value):",
     "- cd {path} — Change the current directory.\n  allowed values: path: /home/user, project, ..",
-    "Answer format: every reply is one thought and one action, exactly:\nThought: <your reasoning about the "
-    "last observation and what to do next>\nAction: <one action>",
+    ("Answer format: every reply is one thought and one action, exactly:\nThought: <your reasoning about the "
+    "last observation and what to do next>\nAction: <one action>"),
     "Your task: find the key and open the door.",
     # household / game / science / planning environments (the held-out task families)
-    "You are in the middle of a room. Looking quickly around you, you see a cabinet 1, a countertop 1, a "
-    "drawer 2, a fridge 1, a sinkbasin 1 and a toaster 1.",
+    ("You are in the middle of a room. Looking quickly around you, you see a cabinet 1, a countertop 1, a "
+    "drawer 2, a fridge 1, a sinkbasin 1 and a toaster 1."),
     "Thought: I need to find a mug. It is probably on the countertop.\nAction: go to countertop 1",
     "On the countertop 1, you see a mug 1, a knife 2 and a loaf of bread.",
     "Thought: I see the mug. I will take it.\nAction: take mug 1 from countertop 1",
@@ -126,30 +126,30 @@ _CORPUS = [
     # general chat
     "Hello! How can I help you today?",
     "Can you explain what a configuration file is?",
-    "A configuration file stores settings that a program reads when it starts, such as modes, paths, "
-    "timeouts and the number of retries.",
+    ("A configuration file stores settings that a program reads when it starts, such as modes, paths, "
+    "timeouts and the number of retries."),
     "Write a short poem about the sea.",
     "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 10 100 2024",
     "Sure. Here is a list of steps: first, read the instructions; second, check the observation; third, act.",
     'def main(args: list[str]) -> int:\n    print("hello world")\n    return 0\n',
     '{"role": "assistant", "content": "Thought: ...\\nAction: ..."}',
-    "Machine learning models are trained on examples. A language model predicts the next token of a text; "
-    "fine-tuning adapts a pretrained model to a new task with a smaller dataset and a lower learning rate.",
-    "The weather today is sunny with a light breeze from the west. Temperatures will reach twenty-two "
-    "degrees in the afternoon, and clouds may gather over the mountains by evening.",
-    "In the library there are shelves of books about history, physics, chemistry, biology, mathematics, "
-    "geography, literature, music and painting. Visitors borrow them for three weeks.",
-    "To bake bread, mix flour, water, salt and yeast; knead the dough, let it rise for an hour, shape it, "
-    "and bake it in a hot oven until the crust is golden brown.",
+    ("Machine learning models are trained on examples. A language model predicts the next token of a text; "
+    "fine-tuning adapts a pretrained model to a new task with a smaller dataset and a lower learning rate."),
+    ("The weather today is sunny with a light breeze from the west. Temperatures will reach twenty-two "
+    "degrees in the afternoon, and clouds may gather over the mountains by evening."),
+    ("In the library there are shelves of books about history, physics, chemistry, biology, mathematics, "
+    "geography, literature, music and painting. Visitors borrow them for three weeks."),
+    ("To bake bread, mix flour, water, salt and yeast; knead the dough, let it rise for an hour, shape it, "
+    "and bake it in a hot oven until the crust is golden brown."),
     "Please summarize the following paragraph in one sentence and translate it into French and German.",
-    "The server returned status code 404 because the requested resource could not be found. Check the URL, "
-    "the permissions of the directory, and the logs in /var/log for more information.",
-    "Agents that receive feedback from an environment can notice their mistakes, revise their plan and try "
-    "a different action instead of repeating the same failing command again and again.",
+    ("The server returned status code 404 because the requested resource could not be found. Check the URL, "
+    "the permissions of the directory, and the logs in /var/log for more information."),
+    ("Agents that receive feedback from an environment can notice their mistakes, revise their plan and try "
+    "a different action instead of repeating the same failing command again and again."),
     "north south east west up down left right forward backward inside outside above below between behind",
     "apple banana cherry orange lemon potato tomato lettuce egg bread cheese butter milk coffee tea water",
-    "open close take drop put examine look inventory wait read write move push pull turn heat cool clean "
-    "slice use unlock lock insert remove connect disconnect focus pour mix wait1 teleport",
+    ("open close take drop put examine look inventory wait read write move push pull turn heat cool clean "
+    "slice use unlock lock insert remove connect disconnect focus pour mix wait1 teleport"),
     "kitchen bedroom bathroom hallway garden garage office laboratory greenhouse workshop cellar attic",
 ]
 

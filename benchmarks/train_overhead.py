@@ -1,0 +1,134 @@
+"""Overhead of our training path (masked pre-tokenized rows + SFTTrainer) over plain TRL ``SFTTrainer``.
+
+Both train the same model (tiny by default) with the same LoRA settings, batch size, max length, steps and
+rows (``training/data/default.jsonl`` repeated). "Ours" tokenizes with ``training.data`` (per-turn masks) and
+hands TRL pre-tokenized ``input_ids`` + ``labels``; "TRL" gets the ``messages`` (role/content) and does its
+own chat-template tokenization (training on every token: plain SFT). Each run is a fresh subprocess, so peak
+memory is per run; runs alternate so machine load hits both alike, and the best of ``--repeats`` is kept.
+
+Prints tokens/s of the training loop (wall clock, and per CPU-second of the process, which shared CPU
+machines disturb less) and of the whole job (data preparation + trainer + loop), the ratios ours/TRL
+(target >= 0.95) and the peak memory ratio (RSS on CPU, max allocated on CUDA).
+
+    python benchmarks/train_overhead.py [--steps 10] [--batch 2] [--max-length 1024] [--repeats 2] [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _rows(data: str, repeat: int) -> list:
+    from training.data import read_samples
+
+    return read_samples(data) * repeat
+
+
+def _peak_memory() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
+
+
+def run_one(variant: str, args) -> dict:
+    """One training job in this process; returns its measurements."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from training.data import build_dataset
+
+    set_seed(0)
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    samples = _rows(args.data, args.repeat)
+    common = dict(output_dir=tempfile.mkdtemp(prefix=f"bench-{variant}-"), max_steps=args.steps,
+                  per_device_train_batch_size=args.batch, learning_rate=2e-4, logging_steps=1, report_to="none",
+                  save_strategy="no", bf16=False, activation_checkpointing=False, seed=0, max_length=args.max_length,
+                  dataloader_num_workers=0)
+    if variant == "ours":
+        train, _ = build_dataset(samples, tokenizer, max_length=args.max_length)
+        config = SFTConfig(**common, dataset_kwargs={"skip_prepare_dataset": True})
+    else:
+        train = Dataset.from_list([{"messages": [{"role": m.role, "content": m.content} for m in s.messages]}
+                                   for s in samples])
+        config = SFTConfig(**common)
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=train, processing_class=tokenizer,
+                         peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM"))
+    t1, c1 = time.perf_counter(), time.process_time()
+    result = trainer.train()
+    t2, c2 = time.perf_counter(), time.process_time()
+    tokens = next(h["num_tokens"] for h in reversed(trainer.state.log_history) if "num_tokens" in h)
+    return {"variant": variant, "tokens": tokens, "loop_s": t2 - t1, "job_s": t2 - t0,
+            "loop_tokens_per_s": tokens / (t2 - t1), "job_tokens_per_s": tokens / (t2 - t0),
+            # CPU seconds of this process: on a shared CPU machine, far less sensitive to other jobs than wall time
+            "loop_tokens_per_cpu_s": tokens / (c2 - c1),
+            "peak_mib": _peak_memory(), "train_loss": result.training_loss}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model directory (default: the tiny model)")
+    parser.add_argument("--data", default=str(ROOT / "training" / "data" / "default.jsonl"))
+    parser.add_argument("--repeat", type=int, default=4, help="repeat the rows this many times")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=2, help="runs per variant (best is kept)")
+    parser.add_argument("--variant", choices=["ours", "trl"], help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args()
+
+    if args.variant:
+        print("RESULT " + json.dumps(run_one(args.variant, args)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.model:
+            from training.tiny import build_tiny_model
+
+            args.model = str(build_tiny_model(Path(tmp) / "tiny"))
+        results: dict[str, list[dict]] = {"ours": [], "trl": []}
+        for i in range(args.repeats):
+            for variant in (("ours", "trl") if i % 2 == 0 else ("trl", "ours")):
+                cmd = [sys.executable, __file__, "--variant", variant, "--model", args.model, "--data", args.data,
+                       "--repeat", str(args.repeat), "--steps", str(args.steps), "--batch", str(args.batch),
+                       "--max-length", str(args.max_length)]
+                proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+                line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+                if proc.returncode or line is None:
+                    sys.exit(f"{variant} run failed:\n{proc.stderr[-3000:]}")
+                results[variant].append(json.loads(line[7:]))
+                r = results[variant][-1]
+                print(f"  {variant:4s} run {i + 1}: {r['tokens']} tokens, loop {r['loop_tokens_per_s']:.0f} tok/s, "
+                      f"job {r['job_tokens_per_s']:.0f} tok/s, {r['loop_tokens_per_cpu_s']:.0f} tok/CPU-s, "
+                      f"peak {r['peak_mib']:.0f} MiB")
+    best = {v: max(rs, key=lambda r: r["loop_tokens_per_s"]) for v, rs in results.items()}
+    job = {v: max(r["job_tokens_per_s"] for r in rs) for v, rs in results.items()}
+    peak = {v: min(r["peak_mib"] for r in rs) for v, rs in results.items()}
+    loop_ratio = best["ours"]["loop_tokens_per_s"] / best["trl"]["loop_tokens_per_s"]
+    print(f"training loop tokens/s  ours {best['ours']['loop_tokens_per_s']:.0f}  TRL {best['trl']['loop_tokens_per_s']:.0f}"
+          f"  ratio {loop_ratio:.3f} (target >= 0.95)")
+    cpu = {v: max(r["loop_tokens_per_cpu_s"] for r in rs) for v, rs in results.items()}
+    print(f"loop tokens/CPU-second  ours {cpu['ours']:.0f}  TRL {cpu['trl']:.0f}  ratio {cpu['ours'] / cpu['trl']:.3f}")
+    print(f"whole job tokens/s      ours {job['ours']:.0f}  TRL {job['trl']:.0f}  ratio {job['ours'] / job['trl']:.3f}")
+    print(f"peak memory MiB         ours {peak['ours']:.0f}  TRL {peak['trl']:.0f}  ratio {peak['ours'] / peak['trl']:.3f}")
+    print("note: ours trains only on non-erroneous assistant tokens, TRL on every token; the token counts are "
+          f"equal ({best['ours']['tokens']} vs {best['trl']['tokens']}).")
+
+
+if __name__ == "__main__":
+    main()
