@@ -79,7 +79,7 @@ class RefineState(TypedDict, total=False):
     refine_progress: float
     refine_success: bool
     refine_answer: str | None
-    refine_stop_reason: str  # "done" | "max_steps" | "max_retries"
+    refine_stop_reason: str  # "done" | "max_steps" | "max_retries" | "episode_over"
     refine_sample: dict[str, Any] | None  # the episode as a RefinementSample row
 
 
@@ -326,6 +326,9 @@ def create_refine_agent(
                                 "done": done, "progress": progress}})
         if done:
             return Command(update={**update, "refine_stop_reason": "done"}, goto="finish")
+        if (result.get("info") or {}).get("episode_over"):
+            # The engine ended the episode without success (e.g. a lost game): no further step can help.
+            return Command(update={**update, "refine_stop_reason": "episode_over"}, goto="finish")
         if step >= max_steps:
             return Command(update={**update, "refine_stop_reason": "max_steps"}, goto="finish")
         if erroneous and max_retries is not None and retries > max_retries:

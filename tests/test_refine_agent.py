@@ -269,6 +269,19 @@ def test_run_env_episode_ends_within_max_steps() -> None:
     assert model.remaining == 0
 
 
+def test_an_engine_that_ends_the_episode_stops_the_loop() -> None:
+    class TrapEnv(DoorEnv):
+        def step(self, action: str) -> StepResult:
+            if action.strip() == "open blue":
+                return StepResult("A trap! You lose.", error="logic_error", info={"episode_over": True})
+            return super().step(action)
+
+    model = scripted(*["Thought: hmm\nAction: open blue"] * 5)
+    result = run_env_episode(model, TrapEnv(), max_steps=5)
+    assert not result.success and result.steps == 1 and result.stop_reason == "episode_over"
+    assert model.remaining == 4  # the model is not asked again once the game is lost
+
+
 def test_the_deployable_graph_module(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
