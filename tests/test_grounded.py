@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("textworld")
 
-from agentrefine_lg import roles  # noqa: E402
-from agentrefine_lg.checks import check_script, check_trajectory, compile_verification, match_action  # noqa: E402
-from agentrefine_lg.errors import InputError  # noqa: E402
-from agentrefine_lg.grounded import (  # noqa: E402
+from agentrefine_lg import roles
+from agentrefine_lg.checks import check_script, check_trajectory, compile_verification, match_action
+from agentrefine_lg.errors import InputError
+from agentrefine_lg.grounded import (
     GROUNDING_KEY,
     GameSpec,
     GroundedDM,
@@ -31,8 +31,8 @@ from agentrefine_lg.grounded import (  # noqa: E402
     synthesize_grounded,
     verification_regex,
 )
-from agentrefine_lg.grounded.player import cite  # noqa: E402
-from agentrefine_lg.schema import Script, Trajectory, Turn  # noqa: E402
+from agentrefine_lg.grounded.player import cite
+from agentrefine_lg.schema import Script, Trajectory, Turn
 
 # Chosen so the three games are small and of three kinds (custom quest, cooking, treasure hunter).
 PERSONAS = {
@@ -92,9 +92,12 @@ def test_persona_picks_the_world(scripts, worlds):
         assert _game_file(worlds, script).with_suffix(".json").is_file()
 
 
-def test_same_spec_makes_the_same_game(tmp_path, scripts, worlds):
+def test_same_spec_makes_the_same_game_silently(tmp_path, scripts, worlds, capfd):
     spec = GameSpec.from_dict(scripts["treasure_hunter"].model_extra[GROUNDING_KEY]["spec"])
+    capfd.readouterr()
     again = load_game_info(generate_game(spec, tmp_path))
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # generation and compilation print nothing
     first = load_game_info(_game_file(worlds, scripts["treasure_hunter"]))
     assert again.walkthrough == first.walkthrough
     assert again.initial.facts == first.initial.facts
@@ -133,10 +136,20 @@ def test_verification_regex_is_anchored_with_one_group_per_slot():
     assert verification_regex("prepare meal") == r"^\s*prepare\s+meal\s*$"
 
 
-def test_generation_prints_nothing(tmp_path, capfd):
-    generate_game(GameSpec("coin_collector", 5, (("level", 3),)), tmp_path)
-    out, err = capfd.readouterr()
-    assert out == "" and err == ""
+def test_games_with_names_the_parser_confuses_are_refused(scripts, worlds):
+    """'box' and 'limited edition box' in one room make the parser ask back instead of acting."""
+    import textworld
+
+    from agentrefine_lg.grounded.engine import ambiguous_names
+
+    game = textworld.Game.load(str(_game_file(worlds, scripts["custom"]).with_suffix(".json")))
+    assert ambiguous_names(game) is None
+    portable = next(info for info in game.infos.values() if str(info.type) == "o" or
+                    game.kb.types.is_descendant_of(str(info.type), "o"))
+    other = next(info for info in game.infos.values()
+                 if info.name and info is not portable and str(info.type) not in ("r", "P", "I"))
+    other.name = f"limited edition {portable.name}"
+    assert ambiguous_names(game) == (portable.name, other.name)
 
 
 # ---------------------------------------------------------------------------------------------- the DM

@@ -41,6 +41,8 @@ from agentrefine_lg.grounded.script import grounding_of, script_from_game
 from agentrefine_lg.schema import Script, TokenUsage, Turn
 
 INSTRUMENT_SLOTS = frozenset({"key", "tool"})
+INFORMATION_VERBS = frozenset({"look", "inventory", "examine"})
+"""Commands that never change the world; every other accepted command must change it."""
 """Slots naming something the player must carry (a key, a knife): missing it is a logic error, not a place error."""
 
 
@@ -163,7 +165,10 @@ def judge(script: Script, session: TextWorldSession, action: str, *, commit: boo
         session.undo()
         return Verdict("logic_error", f"{after.feedback}\n{prompts.GROUNDED_OBS_LOST_SUFFIX}",
                        prompts.GROUNDED_DM_LOST.format(action=command), command, state=state, detail={"lost": True})
-    if command in state.admissible or after.facts != state.facts:
+    # Accepted: the world changed, or an information command (look, inventory, examine) the engine lists as
+    # admissible. A listed command that changes nothing was not carried out (e.g. the parser asked back).
+    informational = m.template.split()[0] in INFORMATION_VERBS
+    if after.facts != state.facts or (informational and command in state.admissible):
         if commit:
             session.commit(command, after)
         else:

@@ -20,9 +20,10 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 DIRECTIONS: tuple[str, ...] = ("north", "south", "east", "west")
 GAME_KINDS: tuple[str, ...] = ("custom", "cooking", "treasure_hunter", "coin_collector")
@@ -105,9 +106,10 @@ def spec_for_persona(
             "drop": False, "recipe_seed": rng.randint(1, 10_000), "split": None,
         }
     elif kind == "treasure_hunter":
-        settings = {"level": rng.randint(6, 20)}  # below 6 the quest is 1-2 steps long
+        # Levels 1-5 and 11-12 give 1-2 step quests; above 25 the walks get long.
+        settings = {"level": rng.choice([*range(6, 11), *range(13, 26)])}
     else:
-        settings = {"level": rng.randint(3, 30)}
+        settings = {"level": rng.randint(3, 15)}  # the walk grows with the level: keep episodes trainable
     return GameSpec(kind, seed, tuple(sorted(settings.items())), min_steps)
 
 
@@ -135,6 +137,8 @@ def _make(spec: GameSpec):
         opts.seeds = (spec.seed + 7919 * bump) & 0x7FFFFFFF
         if "recipe_seed" in settings:
             settings["recipe_seed"] = int(dict(spec.settings)["recipe_seed"]) + bump
+        if "level" in settings and bump >= 4 and last < spec.min_steps:
+            settings["level"] = int(settings["level"]) + 1  # this level keeps giving too short quests
         try:
             with _quiet():
                 if spec.kind == "custom":
@@ -151,11 +155,41 @@ def _make(spec: GameSpec):
             failure = exc
             continue
         last = len(game.metadata.get("walkthrough") or [])
-        if last >= spec.min_steps:
+        if last >= spec.min_steps and not ambiguous_names(game):
             return game, opts
     raise RuntimeError(f"{spec.kind} game with seed {spec.seed} and settings {settings}: no usable game in 12 "
-                       f"seeds (walkthrough shorter than {spec.min_steps} steps, last {last}; last generator "
-                       f"error: {failure!r})")
+                       f"seeds (walkthrough shorter than {spec.min_steps} steps (last {last}), names the parser "
+                       f"confuses, or generator errors (last: {failure!r}))")
+
+
+def ambiguous_names(game: Any) -> tuple[str, str] | None:
+    """Two object names the game's parser cannot tell apart, if any: when every word of one name is in the
+    other ("box" and "American limited edition box") and both can be in the same room, typing the first
+    gets "Which do you mean ...?" instead of an action, although TextWorld lists the command as admissible.
+    Such games are re-seeded. Fixed furniture in different rooms ("table", "patio table") is fine: the
+    parser only considers what is in scope."""
+    types = game.kb.types
+    named = {eid: info for eid, info in game.infos.items() if info.name and str(info.type) not in ("r", "P", "I")}
+    rooms: dict[str, set[str]] = {}
+    for prop in game.world.facts:
+        args = [v.name for v in prop.arguments]
+        if prop.name == "at" and len(args) == 2:
+            rooms.setdefault(args[0], set()).add(args[1])
+        elif prop.name == "link" and len(args) == 3:
+            rooms.setdefault(args[1], set()).update((args[0], args[2]))
+
+    def movable(eid: str) -> bool:
+        t = str(named[eid].type)
+        return t == "o" or types.is_descendant_of(t, "o") or eid not in rooms
+
+    words = {eid: set(info.name.lower().split()) for eid, info in named.items()}
+    for a, info_a in named.items():
+        for b, info_b in named.items():
+            if a == b or not words[a] <= words[b]:
+                continue
+            if movable(a) or movable(b) or rooms[a] & rooms[b]:
+                return info_a.name, info_b.name
+    return None
 
 
 _GEN_LOCK = threading.Lock()
@@ -258,7 +292,7 @@ class WorldState:
     def room_of(self, entity: str) -> str | None:
         """The room an entity is in ('I' when carried), following containers and supporters."""
         if entity in self.doors:
-            return self.room if self.room in self.doors[entity] else sorted(self.doors[entity])[0]
+            return self.room if self.room in self.doors[entity] else min(self.doors[entity])
         seen = set()
         while entity in self.holder and entity not in seen:
             seen.add(entity)
@@ -370,7 +404,7 @@ def _action_forms(game: Any, names_by_type: dict[str, list[str]]) -> list[Action
                 out.extend(names)
         return out
 
-    groups: "OrderedDict[str, list[set[str]]]" = OrderedDict()
+    groups: OrderedDict[str, list[set[str]]] = OrderedDict()
     for command in game.kb.inform7_commands.values():
         if re.fullmatch(r"go (north|south|east|west)", command):
             continue
@@ -413,7 +447,7 @@ def load_game_info(game_file: str | os.PathLike) -> GameInfo:
     names_by_type: dict[str, list[str]] = {}
     categories: dict[str, str] = {}
     rooms: list[str] = []
-    for eid, info in game.infos.items():
+    for info in game.infos.values():
         etype = str(info.type)
         if not info.name or etype in ("P", "I"):
             continue
@@ -538,7 +572,7 @@ class SessionPool:
 
     def __init__(self, max_open: int = 8):
         self.max_open = max_open
-        self._open: "OrderedDict[str, TextWorldSession]" = OrderedDict()
+        self._open: OrderedDict[str, TextWorldSession] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, game_file: str | os.PathLike) -> TextWorldSession:
@@ -570,6 +604,7 @@ __all__ = [
     "SessionPool",
     "TextWorldSession",
     "WorldState",
+    "ambiguous_names",
     "clean_feedback",
     "generate_game",
     "load_game_info",

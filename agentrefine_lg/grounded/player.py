@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from agentrefine_lg import prompts
 from agentrefine_lg.checks import match_action, normalize_action
 from agentrefine_lg.errors import AgentRefineError, InputError
-from agentrefine_lg.grounded.dm import INSTRUMENT_SLOTS, GroundedWorlds, accepted_commands, canonical_command, judge
+from agentrefine_lg.grounded.dm import (
+    INSTRUMENT_SLOTS,
+    GroundedWorlds,
+    accepted_commands,
+    canonical_command,
+    judge,
+)
 from agentrefine_lg.grounded.engine import DIRECTIONS, TextWorldSession, WorldState
 from agentrefine_lg.grounded.script import grounding_of
 from agentrefine_lg.schema import Script, TokenUsage, Turn
@@ -284,6 +290,9 @@ class GroundedPlayer:
             errors = [i for i in players if i + 1 < len(history) and history[i + 1].flagged]
             if players and players[-1] in errors:
                 bad = history[players[-1]].action or ""
+                if canonical_command(script, bad) == fix:
+                    raise AgentRefineError(f"game {game}: the engine refused its own plan's step {fix!r}; "
+                                           "this game cannot be played through")
                 thought = refine_thought(script, state, bad, history[-1], fix, rng)
                 return Turn(turn=number, role="Player", thought=thought, action=fix)
             mistake = None

@@ -119,7 +119,8 @@ def available_actions(info: GameInfo) -> dict[str, ActionSpec]:
     for form in info.forms:
         out[form.template] = ActionSpec(
             template=form.template,
-            description=prompts.GROUNDED_ACTION_HELP.get(form.verb, ""),
+            description=prompts.GROUNDED_ACTION_HELP.get(
+                f"{form.verb}_from" if " from " in form.template else form.verb, ""),
             verification_code=verification_regex(form.template),
             parameters={slot: list(values) for slot, values in form.parameters.items()},
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 from agentrefine_lg.grounded.dm import GroundedDM, GroundedWorlds
 from agentrefine_lg.grounded.engine import GAME_KINDS, spec_for_persona
