@@ -409,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     except AgentRefineError as exc:
         print(f"training.sft: error: {exc}", file=sys.stderr)
         return 2
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun/accelerate only the main process reports
+        return 0
     print(f"trained {log['train_rows']} rows ({log['refinement']['dropped']} dropped) in {log['train_runtime_s']:.1f}s, "
           f"{log['tokens_per_second']:.0f} tokens/s, final loss {log['final_loss']:.4f}; outputs in {log['output_dir']}")
     return 0
