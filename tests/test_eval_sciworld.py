@@ -70,7 +70,7 @@ def test_gold_paths_complete_and_wrong_focus_fails():
                     break
                 result = env.step(action)
             assert result is not None and result.done, env.name
-    with sciworld.make_env(1) as env:  # boil: focusing on a wrong object ends the episode as failed
+    with sciworld.make_env(9) as env:  # boil: focusing on a wrong object ends the episode as failed
         env.reset()
         failed = env.step("focus on door")
         assert not failed.done and failed.info.get("episode_over")

@@ -12,7 +12,7 @@ the agent's ``check valid actions``). Memory: one JVM per environment, its heap 
 
 Errors: text that fits none of the action forms is a ``parameter_error``; a known form whose object the engine
 can't find here ("No known action matches that input.") is a ``place_error`` when the name exists elsewhere in
-the world, else a ``parameter_error``; an engine refusal ("The table is not openable.", "already open", "can't")
+the world, else a ``parameter_error``; an engine refusal ("The table is not openable.", "You can't ...")
 is a ``logic_error``. Ambiguous references ("Ambiguous request: ... 0: ... 1: ...") are resolved to the first
 reading, as an agent can't answer the engine's numbered question in our action format. Focusing on a wrong
 object makes ScienceWorld's score negative: the episode is over and failed.
@@ -50,20 +50,21 @@ TASK = TaskInfo(
          "which are not available offline; ambiguous object references resolve to the first reading.",
 )
 
-#: Task names in episode order: the families the paper's SciWorld column covers, short gold paths first.
+#: Task names in episode order. Short gold paths first (4-20 steps under ``easy``), so small runs measure what a
+#: 30-step budget allows; boil/melt/freeze (gold paths of 60-85 steps) come last and mostly measure progress.
 TASKS: tuple[str, ...] = (
     "find-living-thing",
-    "boil",
-    "melt",
     "use-thermometer",
     "chemistry-mix",
     "power-component",
     "test-conductivity",
     "lifespan-longest-lived",
     "find-plant",
-    "freeze",
-    "identify-life-stages-1",
     "lifespan-shortest-lived",
+    "identify-life-stages-1",
+    "boil",
+    "melt",
+    "freeze",
 )
 
 #: ScienceWorld's rooms (the values of the ``{location}`` slot when the world has them).
@@ -112,7 +113,9 @@ _CHECK_ALIASES = {CHECK_VALID, "valid actions", "get valid actions", "show valid
 
 _NO_MATCH = ("no known action matches that input", "unknown action")
 _REFUSALS = re.compile(
-    r"\b(is not \w+able|is not open|is not closed|already (open|closed|activated|deactivated|on|off|connected)"
+    # "already open" is not here: with the easy simplifications doors start open and the gold path itself
+    # opens them again; a harmless no-op is not a mistake
+    r"\b(is not \w+able|is not open|is not closed"
     r"|can't|cannot|can not|not sure how|not clear how|does not appear to produce anything new"
     r"|there is only one thing|not moveable|not movable|isn't|doesn't)\b",
     re.IGNORECASE,
