@@ -23,7 +23,7 @@ def test_python_examples_compile(script):
 
 @pytest.mark.parametrize("command, options", [
     ("synthesize", ["--teacher", "--personas", "--shard", "--concurrency", "--merge"]),
-    ("serve", ["--backend", "--vllm-bin", "--adapter", "--api-key"]),
+    ("serve", ["--backend", "--vllm-bin", "--model", "--api-key"]),
     ("eval", ["--base-url", "--tasks", "--episodes", "--max-steps", "--workers"]),
 ])
 def test_paper_recipe_options_exist(command, options):
