@@ -113,6 +113,19 @@ def spec_for_persona(
     return GameSpec(kind, seed, tuple(sorted(settings.items())), min_steps)
 
 
+def _require_textworld() -> None:
+    """A clear error instead of a bare ImportError deep in a run."""
+    try:
+        import textworld  # noqa: F401
+    except ImportError as exc:
+        from agentrefine_lg.errors import AgentRefineError
+
+        raise AgentRefineError(
+            "the embedded grounded teacher needs TextWorld: pip install 'textworld>=1.7' "
+            f"(or an LLM teacher: --teacher / --base-url); import failed: {exc}"
+        ) from None
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Generation must not print: swallow Python-level stdout/stderr chatter, and jericho's warning that
@@ -125,6 +138,7 @@ def _quiet() -> Iterator[None]:
 
 def _make(spec: GameSpec):
     """Build the textworld.Game (not compiled), re-seeding until the walkthrough is long enough."""
+    _require_textworld()
     from textworld import GameOptions
     from textworld.challenges import CHALLENGES
     from textworld.generator import make_game
@@ -200,6 +214,7 @@ def generate_game(spec: GameSpec, cache_dir: str | os.PathLike | None = None) ->
 
     Files are written to a temporary folder and moved into place, so concurrent runs never see half a game.
     """
+    _require_textworld()
     from textworld.generator import compile_game
 
     cache = resolve_cache_dir(cache_dir)
@@ -439,6 +454,7 @@ def _action_forms(game: Any, names_by_type: dict[str, list[str]]) -> list[Action
 
 def load_game_info(game_file: str | os.PathLike) -> GameInfo:
     """Read a generated game's ``.json`` into a :class:`GameInfo`."""
+    _require_textworld()
     import textworld
 
     path = Path(game_file)
@@ -494,6 +510,7 @@ class TextWorldSession:
     """
 
     def __init__(self, game_file: str | os.PathLike):
+        _require_textworld()
         import textworld
 
         self.path = Path(game_file)
