@@ -341,6 +341,9 @@ def _parse_turns(trajectory: Trajectory | list | str) -> tuple[list[Turn], list[
         return [], [Problem("bad_json", "trajectory must be a JSON list of turns", "trajectory")], 0
     turns: list[Turn] = []
     for i, raw in enumerate(trajectory):
+        if isinstance(raw, Turn):
+            turns.append(raw)
+            continue
         if not isinstance(raw, Mapping):
             return turns, [Problem("turn_keys", f"turn is a {type(raw).__name__}, not an object", "trajectory", i)], i
         try:

@@ -220,3 +220,10 @@ def test_a_repeated_mistake_is_not_a_refinement(paper_script, paper_trajectory, 
     report = check_trajectory(paper_script, traj)
     assert report.pairs == 2  # err, err, ok counts once; the later err->ok counts once
     assert report.erroneous[3] and report.erroneous[5]
+
+
+def test_turn_objects_are_accepted_directly(paper_script, paper_trajectory):
+    from agentrefine_lg.schema import Turn
+
+    turns = [Turn.model_validate(t) for t in paper_trajectory]
+    assert check_trajectory(paper_script, turns).ok
