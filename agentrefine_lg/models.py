@@ -21,11 +21,13 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from agentrefine_lg.errors import AgentRefineError, InputError
 
@@ -147,14 +149,17 @@ def _build_gemma_3_270m(out: Path) -> None:
     if missing or unexpected:
         raise AgentRefineError(f"GGUF conversion: missing weights {missing[:5]}, unexpected {unexpected[:5]}")
     model.tie_weights()
-    if any(p.is_meta for p in model.parameters()) or any(b.is_meta for b in model.buffers()):
-        # Non-persistent buffers (rotary inverse frequencies) are not in the state dict: take them over.
-        own = dict(loaded.named_buffers())
-        for name, buf in list(model.named_buffers()):
-            if buf.is_meta:
-                module_name, _, attr = name.rpartition(".")
-                model.get_submodule(module_name)._buffers[attr] = own[name].clone()
+    # Non-persistent buffers (rotary inverse frequencies, embedding scale) are not in the state dict and
+    # are still on the meta device: take them over from the loaded model.
+    own = dict(loaded.named_buffers())
+    for name, buf in list(model.named_buffers()):
+        if buf.is_meta and name in own:
+            module_name, _, attr = name.rpartition(".")
+            model.get_submodule(module_name)._buffers[attr] = own[name].clone()
     del loaded
+    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise AgentRefineError(f"GGUF conversion left tensors without values: {left[:5]}")
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=stop_ids, pad_token_id=tokenizer.pad_token_id)
 
@@ -253,6 +258,9 @@ def _build_alias(name: str, known: KnownModel, root: Path) -> Path:
             build_dir = tmp / name
             build_dir.mkdir()
             started = time.monotonic()
+            # A one-time wait of a minute or more: say what is happening and where it goes.
+            print(f"agentrefine: building model {name!r} into {target} (once; this takes a minute or two)",
+                  file=sys.stderr, flush=True)
             known.build(build_dir)
             info = {**fingerprint, "description": known.description, "package": known.package,
                     "build_seconds": round(time.monotonic() - started, 1)}
@@ -321,8 +329,8 @@ __all__ = [
     "END_OF_TURN",
     "GEMMA_CHAT_TEMPLATE",
     "KNOWN_MODELS",
-    "KnownModel",
     "START_OF_TURN",
+    "KnownModel",
     "apply_gemma_chat_format",
     "cache_root",
     "end_of_turn_ids",

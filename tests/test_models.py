@@ -28,7 +28,8 @@ GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", END_OF_
 
 
 def _tiny_tokenizer(specials=GEMMA_SPECIALS):
-    from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, processors, trainers
+    from tokenizers import models as tok_models
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(tok_models.BPE())
