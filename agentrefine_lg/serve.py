@@ -503,6 +503,10 @@ def start_server(
     this process, CPU by default) or ``"vllm"`` (a subprocess; ``tensor_parallel``, ``vllm_bin``, ``extra_args``).
     """
     api_key = api_key or secrets.token_urlsafe(24)
+    if backend == "transformers":  # aliases (gemma-3-270m) become their cached local folder
+        from agentrefine_lg.models import resolve_model
+
+        model_dir = resolve_model(str(model_dir))
     adapter_s = str(adapter) if adapter is not None else None
     if adapter_s is not None and not Path(adapter_s).is_dir():
         raise InputError("adapter folder not found", where=adapter_s)

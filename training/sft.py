@@ -158,15 +158,10 @@ def resolve_model(script_args: ScriptArguments, training_args) -> str:
         from training.tiny import build_tiny_model
 
         return str(build_tiny_model(Path(training_args.output_dir) / "base-model", seed=0))
-    model = os.path.expanduser(script_args.model)
-    if Path(model).exists():
-        if not (Path(model) / "config.json").exists():
-            raise InputError("not a model directory (no config.json)", where=model, field="model")
-        return model
-    looks_like_path = model.startswith((".", "/", "~")) or model.count("/") > 1 or os.sep + os.sep in model
-    if looks_like_path:
-        raise InputError("no such model directory", where=model, field="model")
-    return model  # a hub id: loading reports whether it is reachable
+    from agentrefine_lg.models import resolve_model as resolve_named_model
+
+    # A local folder, an alias such as gemma-3-270m (converted once into a cached folder), or a hub id.
+    return str(resolve_named_model(script_args.model))
 
 
 def load_tokenizer(model_path: str, training_args, model_args):
