@@ -163,6 +163,12 @@ def _corpus() -> list[str]:
         texts += [prompts.AGENT_SYSTEM, prompts.AGENT_ACTION_LINE, prompts.AGENT_TURN]
     except ImportError:  # pragma: no cover - training/ used without the library
         pass
+    # The shipped data (grounded-teacher and hand-written trajectories): the register of the default run.
+    for name in ("default.jsonl", "handwritten.jsonl"):
+        path = Path(__file__).parent / "data" / name
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                texts += [m["content"] for m in json.loads(line).get("messages", [])]
     return texts
 
 
