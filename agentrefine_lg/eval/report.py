@@ -1,4 +1,5 @@
-"""Evaluation reports: ``summary.json``, ``summary.md`` (Markdown table) and one PNG chart per task."""
+"""Evaluation reports: ``summary.json``, ``summary.md`` (Markdown tables: metrics, thought diversity, a short
+robustness section), one PNG chart per task, and ``robustness.json``/``robustness.md`` for the perturbation study."""
 
 from __future__ import annotations
 
@@ -95,21 +96,126 @@ def plot_task(task: str, rows: Sequence[Mapping[str, Any]], agg: Mapping[str, An
     return path
 
 
-def write_report(out_dir: str | Path, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Path]:
-    """Write summary.json, summary.md and ``<task>.png``; returns the written paths."""
+def _num(value: Any, fmt: str = ".3f") -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def diversity_markdown(block: Mapping[str, Any]) -> str:
+    """The thought-diversity block of a summary (see ``harness.thought_diversity_block``) as Markdown."""
+    if not block:
+        return ""
+    lines = ["## Thought diversity", "",
+             ("Over the `Thought` texts of all Player turns: distinct-n = distinct word n-grams / all n-grams "
+              "(pooled); embedding distance = 1 − mean pairwise cosine similarity of the thoughts' sentence "
+              "embeddings (higher = more diverse)."), "",
+             "| task | thoughts | mean words | distinct-1 | distinct-2 | embedding distance |",
+             "|---|---|---|---|---|---|"]
+    rows = [*block.get("tasks", {}).items(), ("**overall**", block.get("overall") or {})]
+    for name, d in rows:
+        if not d:
+            continue
+        label = name if name.startswith("**") else f"`{name}`"
+        lines.append(f"| {label} | {d.get('thoughts', 0)} | {_num(d.get('mean_words'), '.1f')} | "
+                     f"{_num(d.get('distinct_1'))} | {_num(d.get('distinct_2'))} | "
+                     f"{_num(d.get('mean_pairwise_cosine_distance'))} |")
+    lines += ["", f"Embeddings: {block.get('embeddings', '?')}."]
+    return "\n".join(lines)
+
+
+def _noop_lines(block: Mapping[str, Any]) -> list[str]:
+    lines = [f"- `{task}` × `{scheme}`: the scheme rewords none of this task's action templates; a no-op, "
+             "not run and not counted (no drop to report)." for task, schemes in block.get("noop", {}).items()
+             for scheme in schemes]
+    lines += [f"- `{task}` × `{scheme}`: {n} episode(s) with no reworded template left out of the comparison."
+              for task, per in block.get("unchanged_episodes", {}).items() for scheme, n in per.items()]
+    return lines
+
+
+def robustness_markdown(block: Mapping[str, Any], *, short: bool = False) -> str:
+    """The robustness block (``harness.robustness_block``): the full report, or a short section for summary.md."""
+    from agentrefine_lg.eval.robustness import format_robustness
+
+    report = block.get("report") or {}
+    schemes = ", ".join(f"`{s}`" for s in block.get("schemes", []))
+    if short:
+        lines = ["## Robustness (perturbation study)", "",
+                 (f"Same episodes with reworded action forms ({schemes}); success rate in %, drop in points "
+                  "(unperturbed − perturbed, positive = worse). Details: `robustness.md`, runs in "
+                  "`perturbed/<scheme>/`."),
+                 ""]
+        if report:
+            lines += ["| task | SR unperturbed | SR per scheme (drop) | mean SR drop (std) | mean PR drop |",
+                      "|---|---|---|---|---|"]
+            for task, entry in report.items():
+                per = ", ".join(f"{name} {s['success']:.1f} ({s['success_drop']:+.1f})"
+                                for name, s in entry["schemes"].items())
+                label = "**overall** (episodes pooled)" if task == "overall" else f"`{task}`"
+                lines.append(f"| {label} | {entry['base_success']:.1f} | {per} | "
+                             f"{entry['mean_success_drop']:+.1f} ({entry['success_std']:.1f}) | "
+                             f"{entry['mean_progress_drop']:+.1f} |")
+        else:
+            lines.append("No episode could be compared (no finished unperturbed and perturbed episode in common).")
+        noop = _noop_lines(block)
+        return "\n".join([*lines, *([""] + noop if noop else [])])
+
+    lines = ["# Robustness (perturbation study)", "",
+             (f"Model: `{block.get('model', '?')}` · max steps {block.get('max_steps', '?')} · seed "
+              f"{block.get('seed', '?')} · schemes: {schemes}"), "",
+             ("The same episodes as the unperturbed run, with the action templates reworded (same meaning, other "
+              "tokens or order; `agentrefine_lg.eval.robustness`); the model's reworded actions are mapped back to "
+              "the engine's commands and the original forms are rejected. SR = success rate, PR = progress rate, "
+              "in %; drop = unperturbed − perturbed in points (positive = worse when reworded); **mean (std)**: the "
+              "mean drop across schemes and the standard deviation of the perturbed rate across schemes. Only "
+              "episodes finished in both runs are compared; `overall` pools the episodes of all tasks."), ""]
+    lines.append(format_robustness(report) if report else
+                 "No episode could be compared (no finished unperturbed and perturbed episode in common).")
+    noop = _noop_lines(block)
+    if noop:
+        lines += ["", "No-ops:", *noop]
+    reworded = block.get("reworded") or {}
+    if reworded:
+        lines += ["", "## Reworded templates", ""]
+        for task, per in reworded.items():
+            for scheme, mapping in per.items():
+                forms = ", ".join(f"`{a}` → `{b}`" for a, b in mapping.items()) or "none (no-op)"
+                lines.append(f"- `{task}` × `{scheme}`: {forms}")
+    return "\n".join(lines)
+
+
+def write_robustness(out_dir: str | Path, block: Mapping[str, Any]) -> dict[str, Path]:
+    """Write ``robustness.json`` and ``robustness.md``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "robustness.json", "md": out / "robustness.md"}
+    paths["json"].write_text(json.dumps(block, indent=2, default=str) + "\n")
+    paths["md"].write_text(robustness_markdown(block) + "\n")
+    return paths
+
+
+def write_report(out_dir: str | Path, summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], *,
+                 plots: bool = True, title: str = "Evaluation summary") -> dict[str, Path]:
+    """Write summary.json, summary.md and (with ``plots``) ``<task>.png``; returns the written paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {"json": out / "summary.json", "md": out / "summary.md"}
     paths["json"].write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    paths["md"].write_text("# Evaluation summary\n\n" + markdown_table(summary) + "\n")
+    sections = [f"# {title}", markdown_table(summary)]
+    if summary.get("diversity"):
+        sections.append(diversity_markdown(summary["diversity"]))
+    if summary.get("robustness"):
+        sections.append(robustness_markdown(summary["robustness"], short=True))
+    paths["md"].write_text("\n\n".join(sections) + "\n")
+    if not plots:
+        return paths
     info = summary.get("task_info", {})
     for task, agg in summary.get("tasks", {}).items():
         task_rows = [r for r in rows if r["task"] == task]
         if task_rows:
             family = info.get(task, {}).get("family")
-            title = f"{family} ({task}) — {summary.get('model', '')}" if family else task
-            paths[task] = plot_task(task, task_rows, agg, out / f"{task}.png", title=title)
+            chart = f"{family} ({task}) — {summary.get('model', '')}" if family else task
+            paths[task] = plot_task(task, task_rows, agg, out / f"{task}.png", title=chart)
     return paths
 
 
-__all__ = ["markdown_table", "plot_task", "write_report"]
+__all__ = ["diversity_markdown", "markdown_table", "plot_task", "robustness_markdown", "write_report",
+           "write_robustness"]
