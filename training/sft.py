@@ -91,6 +91,8 @@ def make_parser(prog: str | None = None):
                        description="Refinement tuning (AgentRefine) with per-turn loss masks.")
     defaults = _parser_defaults()
     known = {a.dest for a in parser._actions}
+    if "activation_checkpointing" not in known:  # transformers < 5.2x: only the older name exists
+        defaults["gradient_checkpointing"] = defaults.pop("activation_checkpointing")
     assert set(defaults) <= known, f"stale defaults: {set(defaults) - known}"
     parser.set_defaults(**defaults)
     return parser
