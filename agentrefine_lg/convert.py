@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from agentrefine_lg import prompts
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.schema import Message, RefinementSample, Script, TokenUsage, Trajectory, Turn
+from agentrefine_lg.schema import Message, RefinementSample, Script, TokenUsage, Trajectory
 
 Format = Literal["auto", "ours", "agentrefine", "sharegpt"]
 
