@@ -222,9 +222,11 @@ def _plot_comparison(tuned: dict, base: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = [t for t in tuned.get("tasks", {}) if t in base.get("tasks", {})]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     width = 0.38
-    for ax, metric, title in ((axes[0], "success_rate", "success rate"), (axes[1], "progress_rate", "progress rate")):
+    panels = ((axes[0], "success_rate", "success rate"), (axes[1], "progress_rate", "progress rate"),
+              (axes[2], "format_error_rate", "format-error rate (lower is better)"))
+    for ax, metric, title in panels:
         xs = range(len(tasks))
         ax.bar([x - width / 2 for x in xs], [100 * base["tasks"][t][metric] for t in tasks], width, label="untuned base")
         ax.bar([x + width / 2 for x in xs], [100 * tuned["tasks"][t][metric] for t in tasks], width, label="refinement-tuned")
