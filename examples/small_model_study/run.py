@@ -27,7 +27,6 @@ package's own requirements.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -45,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a file from anywhere: the package and training/ live at the repo root
     sys.path.insert(0, str(ROOT))
 
-from agentrefine_lg.errors import AgentRefineError, InputError  # noqa: E402
+from agentrefine_lg.errors import AgentRefineError, InputError
 
 # ---------------------------------------------------------------------------------------------- arms
 
@@ -67,6 +66,7 @@ ARMS: dict[str, Arm] = {
     "refine_nomask": Arm("refine_nomask", "refine", False, "same refinement data, erroneous turns trained (--no_mask)"),
 }
 DATASETS = ("clean", "refine")
+MAX_VARIANTS = 10  # worlds per persona at most (the built-in list has ~230 personas)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Every linear projection of a Llama/Gemma/Qwen-style block: attention and MLP (not the embeddings/lm_head)."""
 
@@ -94,15 +94,15 @@ class StudyConfig:
 
     out: Path
     model: str = "gemma-3-270m"
-    n_train: int = 12
-    episodes: int = 4
+    n_train: int = 8
+    episodes: int = 6
     tasks: tuple[str, ...] = ("babyai", "pddl")
     seeds: tuple[int, ...] = (0,)
     device: str = "cpu"
     max_steps: int = 6
-    max_tokens: int = 64
+    max_tokens: int = 80
     arms: tuple[str, ...] = tuple(ARMS)
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 1
     learning_rate: float = 1e-3
     lora_r: int = 16
@@ -132,16 +132,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
                     "with the same grounded-teacher worlds and training budget per arm. Re-run to resume.")
     p.add_argument("--out", required=True, help="output folder (resumable), e.g. runs/study")
     p.add_argument("--model", default="gemma-3-270m", help="base model: alias, local folder or hub id")
-    p.add_argument("--n-train", type=int, default=12, help="training trajectories per arm (same worlds; default 12)")
-    p.add_argument("--episodes", type=int, default=4, help="evaluation episodes per task and seed (default 4)")
+    p.add_argument("--n-train", type=int, default=8, help="training trajectories per arm (same worlds; default 8)")
+    p.add_argument("--episodes", type=int, default=6, help="evaluation episodes per task and seed (default 6)")
     p.add_argument("--tasks", default="babyai,pddl", help="held-out tasks, comma-separated (default babyai,pddl)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds: training seed and evaluation episode seed "
                                                 "of each replicate (default 0)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
     p.add_argument("--max-steps", type=int, default=6, help="actions per evaluation episode (default 6)")
-    p.add_argument("--max-tokens", type=int, default=64, help="reply token cap at evaluation (default 64)")
+    p.add_argument("--max-tokens", type=int, default=80, help="reply token cap at evaluation (default 80: the longest "
+                                                                 "training reply, a first turn restating the goal, is 81 tokens)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"arms to run (default {','.join(ARMS)})")
-    p.add_argument("--epochs", type=int, default=3, help="passes over the N rows (default 3)")
+    p.add_argument("--epochs", type=int, default=2, help="passes over the N rows (default 2)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--learning-rate", type=float, default=1e-3, help="LoRA learning rate (default 1e-3)")
     p.add_argument("--lora-r", type=int, default=16)
@@ -167,7 +168,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
             raise InputError(f"--{what} is empty", field=what)
         return tuple(dict.fromkeys(values))
 
-    names = lambda text: tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))  # noqa: E731
+    names = lambda text: tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
     cfg = StudyConfig(
         out=Path(args.out), model=args.model, n_train=args.n_train, episodes=args.episodes, tasks=names(args.tasks),
         seeds=ints(args.seeds, "seeds"), device=args.device or _default_device(), max_steps=args.max_steps,
@@ -437,12 +438,14 @@ def generate_data(cfg: StudyConfig, log: Callable[[str], None] = print) -> dict[
     failures: list[str] = []
     games: list[str] = []
     personas = load_personas()
+    # Each persona gives one world per variant: pass 0 uses every persona once, later passes their next
+    # variants, so N may exceed the number of built-in personas.
+    candidates = ((persona.text, variant) for variant in range(MAX_VARIANTS) for persona in personas)
     try:
-        for persona in personas:
+        for text, variant in candidates:
             if len(kept["clean"]) >= cfg.n_train:
                 break
-            text = persona.text
-            spec = small_spec(text, cfg.kinds)
+            spec = small_spec(text, cfg.kinds, variant)
             try:
                 pair = world_samples(text, spec, worlds, errors=cfg.errors, teacher_seed=cfg.teacher_seed)
             except (AgentRefineError, RuntimeError, ValueError) as exc:
@@ -511,7 +514,8 @@ def run_training(cfg: StudyConfig, stage: Stage, log: Callable[[str], None] = pr
     (stage.out / "study_command.json").write_text(json.dumps(_portable(stage.command)), encoding="utf-8")
     log(f"[{stage.name}] {shlex.join(_portable(stage.command))}")
     with (stage.out / "train.out").open("w", encoding="utf-8") as fh:
-        code = subprocess.run(stage.command, cwd=ROOT, env=child_env(cfg), stdout=fh, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(stage.command, env=child_env(cfg), stdout=fh, stderr=subprocess.STDOUT,
+                              check=False).returncode
     if code != 0:
         tail = (stage.out / "train.out").read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
         raise AgentRefineError(f"{stage.name} failed (exit {code}); see {stage.out / 'train.out'}:\n" + "\n".join(tail))
@@ -708,14 +712,14 @@ def write_report(cfg: StudyConfig, timings: Mapping[str, Any], log: Callable[[st
                         f"{','.join(map(str, cfg.seeds))}, max {cfg.max_steps} steps")
     lines = [
         f"# Small-model study: {cfg.model}", "",
-        f"Held-out tasks `{','.join(cfg.tasks)}`; {cfg.episodes} episode(s) per task and seed; seeds "
-        f"{', '.join(map(str, cfg.seeds))}; at most {cfg.max_steps} actions per episode; greedy decoding, replies "
-        f"capped at {cfg.max_tokens} tokens; device `{cfg.device}`.",
-        f"Training: the same {cfg.n_train} grounded-teacher worlds for every trained arm, LoRA r={cfg.lora_r} "
-        f"alpha={cfg.lora_alpha} on {', '.join(LORA_TARGETS)}, lr {cfg.learning_rate}, {cfg.optimizer_steps} optimizer "
-        f"steps of batch {cfg.batch_size}, max length {cfg.max_length}.", "",
-        "Rates in %; 95% percentile bootstrap CIs over episodes in brackets (error rates: per step, episodes "
-        "resampled). N episodes pooled over seeds.", "", table, "", "![study](study.png)", "",
+        (f"Held-out tasks `{','.join(cfg.tasks)}`; {cfg.episodes} episode(s) per task and seed; seeds "
+         f"{', '.join(map(str, cfg.seeds))}; at most {cfg.max_steps} actions per episode; greedy decoding, replies "
+         f"capped at {cfg.max_tokens} tokens; device `{cfg.device}`."),
+        (f"Training: the same {cfg.n_train} grounded-teacher worlds for every trained arm, LoRA r={cfg.lora_r} "
+         f"alpha={cfg.lora_alpha} on {', '.join(LORA_TARGETS)}, lr {cfg.learning_rate}, {cfg.optimizer_steps} "
+         f"optimizer steps of batch {cfg.batch_size}, max length {cfg.max_length}."), "",
+        ("Rates in %; 95% percentile bootstrap CIs over episodes in brackets (error rates: per step, episodes "
+         "resampled). N episodes pooled over seeds."), "", table, "", "![study](study.png)", "",
         "## Data", "",
     ]
     for d, s in (manifest.get("stats") or {}).items():
@@ -724,8 +728,9 @@ def write_report(cfg: StudyConfig, timings: Mapping[str, Any], log: Callable[[st
     if manifest.get("skipped"):
         lines.append(f"- worlds skipped: {manifest['skipped']['too_long']} longer than {cfg.max_length} tokens, "
                      f"{manifest['skipped']['failed']} failed generation or a check")
-    lines += ["", "## Training", "", "| run | rows | dropped | truncated | trainable tokens | steps | loss first → final "
-              "| seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Training", "",
+              "| run | rows | dropped | truncated | trainable tokens | steps | loss first → final | seconds |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, t in training.items():
         loss = f"{t['first_loss']:.3f} → {t['final_loss']:.3f}" if t["first_loss"] is not None else "–"
         lines.append(f"| {name} | {t['rows']} | {t['dropped_rows']} | {t['truncated_rows']} | {t['trainable_tokens']} | "
