@@ -50,6 +50,11 @@ class TextEnv(ABC):
         """Currently valid commands, when the engine can list them (may be costly)."""
         return []
 
+    def current_progress(self) -> float:
+        """Progress of the current state, e.g. right after ``reset`` (AgentBoard's PDDL progress counts goal
+        facts that already hold at the start). Episodes that never get a valid step still report it."""
+        return 0.0
+
     def oracle_action(self) -> str | None:
         """The next action of the engine's own solver (gold path, bot, planner); None when done or unknown."""
         return None

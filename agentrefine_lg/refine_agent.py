@@ -224,6 +224,9 @@ def create_refine_agent(
             script = tools_script(tool_list, task)
             system = _tools_system(tool_list, task)
             observation = task
+        # Progress of the start state (PDDL counts goal facts already true), so an episode without one valid
+        # step reports the same as one whose steps all failed.
+        initial = float(getattr(env, "current_progress", lambda: 0.0)() or 0.0) if env is not None else 0.0
         old = [RemoveMessage(id=REMOVE_ALL_MESSAGES)] if state.get("refine_messages") else []
         return {
             "refine_messages": [*old, SystemMessage(system), HumanMessage(observation)],
@@ -231,7 +234,7 @@ def create_refine_agent(
             "refine_system": system,
             "refine_turns": [Turn(turn=0, role="DM", observation=observation).to_paper()],
             "refine_step": 0, "refine_retries": 0, "refine_format_errors": 0, "refine_invalid_actions": 0,
-            "refine_progress": 0.0, "refine_success": False, "refine_answer": None, "refine_sample": None,
+            "refine_progress": initial, "refine_success": False, "refine_answer": None, "refine_sample": None,
             "refine_pending": {}, "refine_result": {},
         }
 

@@ -90,3 +90,29 @@ def test_oracle_replans_after_the_agent_leaves_the_plan():
 def test_unknown_domain_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown PDDL domains"):
         pddl.make_env(0, domains=["barman"])
+
+
+def test_start_progress_is_reported_even_without_a_valid_step():
+    """AgentBoard's PDDL progress counts goal facts that hold at the start: an episode of pure format errors
+    reports the same start progress as one whose actions all failed."""
+    from agentrefine_lg.eval import pddl
+    from agentrefine_lg.refine_agent import run_env_episode
+    from tests.fake_models import scripted
+
+    starts = []
+    for episode in range(26):
+        env = pddl.make_env(episode)
+        env.reset()
+        if env.current_progress() > 0:
+            starts.append(episode)
+        env.close()
+        if starts:
+            break
+    assert starts, "some PDDL problem starts with goal facts already true"
+    env = pddl.make_env(starts[0])
+    env.reset()
+    start = env.current_progress()
+    silent = run_env_episode(scripted(*["no action here"] * 3), pddl.make_env(starts[0]), max_steps=3)
+    failing = run_env_episode(scripted(*["Thought: x\nAction: fly away"] * 3), pddl.make_env(starts[0]),
+                              max_steps=3)
+    assert silent.progress == failing.progress == start

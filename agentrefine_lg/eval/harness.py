@@ -172,6 +172,9 @@ class _TrackedEnv(TextEnv):
             self.over_at = self.calls
         return result
 
+    def current_progress(self) -> float:
+        return float(getattr(self.env, "current_progress", lambda: 0.0)())
+
     def valid_actions(self) -> list[str]:
         return self.env.valid_actions()
 

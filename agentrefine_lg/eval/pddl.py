@@ -351,6 +351,9 @@ class PDDLEnv(TextEnv):
         return plan
 
     # --- TextEnv ---
+    def current_progress(self) -> float:
+        return self._progress.value
+
     def reset(self) -> str:
         with quiet():
             self._state, _ = self._env.reset()

@@ -286,6 +286,9 @@ class PerturbedEnv(TextEnv):
         items = [self.to_perturbed(a) for a in body.split(", ") if a]
         return f"{_VALID_PREFIX} {', '.join(items)}{more or '.'}"
 
+    def current_progress(self) -> float:
+        return float(getattr(self.env, "current_progress", lambda: 0.0)())
+
     def valid_actions(self) -> list[str]:
         return [self.to_perturbed(a) for a in self.env.valid_actions()]
 
