@@ -16,7 +16,6 @@ package or transformers is missing.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -65,17 +64,10 @@ def extract_thoughts(items: Iterable[Any]) -> list[str]:
 
 
 def read_items(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (evaluation output or samples); names the line of a broken row."""
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not JSON: {exc.msg}", where=f"{path}:{n}") from None
-    return rows
+    """Rows of a JSONL/JSON file (evaluation output or samples); names the line of a broken row."""
+    from agentrefine_lg.convert import iter_records
+
+    return [record for _, record in iter_records(path)]
 
 
 # ------------------------------------------------------------------------------------------ distinct-n
