@@ -12,7 +12,8 @@ model drops into ``langchain.agents.create_agent``, ``langgraph.prebuilt.create_
 ``ToolNode`` graph:
 
 * ``bind_tools`` does **not** send tool schemas to the server (a tuned model was never trained on them); the
-  tools are kept on the client and the reply's action is parsed into a tool call (conventions below);
+  tools are kept on the client, written into the system prompt in the training format (:func:`tools_prompt`,
+  the same text the refine agent shows), and the reply's action is parsed into a tool call (conventions below);
 * history is rendered back into the tuned format before each call: an ``AIMessage`` with tool calls becomes
   its ``Thought/Action`` text, a ``ToolMessage`` becomes a plain user turn with the tool's output — exactly
   how DM observations were shown in training (decision 5 puts observations in user turns *without* a label;
@@ -55,6 +56,7 @@ from langchain_core.messages import (
     AIMessageChunk,
     BaseMessage,
     HumanMessage,
+    SystemMessage,
     ToolMessage,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
@@ -320,6 +322,28 @@ def format_tool_call(name: str, args: dict[str, Any]) -> str:
     return f"{name}({inner})"
 
 
+def tools_prompt(tools: Sequence[Any]) -> str:
+    """The tools section of the tuned format: one ``- name[args] — description`` line per tool, ``finish``,
+    and the answer format. The refine agent's system prompt and a tuned chat model with bound tools both use it,
+    so a served tuned model sees its tools exactly as it was trained to."""
+    from agentrefine_lg import prompts
+
+    lines = []
+    for tool in tools:
+        schema = _tool_schema(tool)
+        args = ", ".join((schema.get("parameters") or {}).get("properties") or {})
+        description = " ".join((schema.get("description") or "").split())
+        lines.append(prompts.REFINE_TOOL_LINE.format(name=schema["name"], args=args, description=description))
+    return prompts.REFINE_TOOLS_SECTION.format(actions="\n".join(lines))
+
+
+def tools_system_prompt(tools: Sequence[Any], task: str) -> str:
+    """The whole system prompt of a tool task: instruction, task, then :func:`tools_prompt`."""
+    from agentrefine_lg import prompts
+
+    return prompts.REFINE_TOOLS_SYSTEM.format(task=task, tools=tools_prompt(tools))
+
+
 # ---------------------------------------------------------------------------------------------- messages
 
 
@@ -355,6 +379,25 @@ def to_tuned_messages(messages: Sequence[BaseMessage], *, observation_prefix: st
         else:
             out.append(message)
     return out
+
+
+def with_tools_prompt(messages: Sequence[BaseMessage], tools: Sequence[Any]) -> list[BaseMessage]:
+    """Put the bound tools into the system prompt in the training format (:func:`tools_prompt`).
+
+    A user's system message keeps its text and gains the tools section; without one, the system prompt is the
+    refine agent's own (:func:`tools_system_prompt`) with the first user message as the task. A system
+    prompt that already lists these tools (the refine agent's) is left alone.
+    """
+    section = tools_prompt(tools)
+    out = list(messages)
+    for i, message in enumerate(out):
+        if isinstance(message, SystemMessage):
+            text = _text(message.content)
+            if section not in text:
+                out[i] = SystemMessage(f"{text.rstrip()}\n\n{section}" if text.strip() else section)
+            return out
+    task = next((_text(m.content).strip() for m in out if isinstance(m, HumanMessage)), "")
+    return [SystemMessage(tools_system_prompt(tools, task) if task else section), *out]
 
 
 def interpret(message: AIMessage, tools: Sequence[Any] | None) -> AIMessage:
@@ -416,8 +459,9 @@ class TunedFormatMixin:
             kwargs.pop(key, None)
         return tools
 
-    def _render(self, messages: list[BaseMessage]) -> list[BaseMessage]:
-        return to_tuned_messages(messages, observation_prefix=self.observation_prefix)
+    def _render(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> list[BaseMessage]:
+        rendered = to_tuned_messages(messages, observation_prefix=self.observation_prefix)
+        return with_tools_prompt(rendered, tools) if tools else rendered
 
     @staticmethod
     def _map(result: ChatResult, tools: Sequence[Any] | None) -> ChatResult:
@@ -439,13 +483,13 @@ class TunedFormatMixin:
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         tools = self._split_kwargs(kwargs)
-        result = super()._generate(self._render(messages), stop=stop, run_manager=run_manager, **kwargs)  # type: ignore[misc]
+        result = super()._generate(self._render(messages, tools), stop=stop, run_manager=run_manager, **kwargs)  # type: ignore[misc]
         return self._map(result, tools)
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         tools = self._split_kwargs(kwargs)
-        result = await super()._agenerate(self._render(messages), stop=stop, run_manager=run_manager, **kwargs)  # type: ignore[misc]
+        result = await super()._agenerate(self._render(messages, tools), stop=stop, run_manager=run_manager, **kwargs)  # type: ignore[misc]
         return self._map(result, tools)
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -534,4 +578,7 @@ __all__ = [
     "parse_action",
     "parse_tool_call",
     "to_tuned_messages",
+    "tools_prompt",
+    "tools_system_prompt",
+    "with_tools_prompt",
 ]

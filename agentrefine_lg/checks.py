@@ -378,8 +378,12 @@ def check_trajectory(
     *,
     min_pairs: int = 2,
     require_completion: bool = True,
+    dm_authoritative: bool = False,
 ) -> CheckReport:
     """Verify a trajectory against its script (decisions 2-3).
+
+    ``dm_authoritative``: the DM was a real executor (recorded refine-agent episodes: an engine or the tools),
+    so its flags decide which turns are erroneous and a disagreement with the rules is a warning, not a fault.
 
     Turn-level faults end the verified prefix at the first faulty turn. Whole-trajectory faults (too few
     pairs, no completion) leave the prefix so a continuation can fix them: for too few pairs after a
@@ -425,8 +429,12 @@ def check_trajectory(
                 fault("regex_error", match.message or "regex error", i, blame="script")
                 continue
             flagged = bool(answer and answer.flagged)
-            erroneous[i] = flagged or not match.ok
+            erroneous[i] = flagged or (not match.ok and not dm_authoritative)
             if answer is None:
+                continue
+            if dm_authoritative:
+                if (not match.ok and not flagged) or (match.ok and answer.parameter_error):
+                    report.warnings.append(f"turn {i}: the executor and the rules disagree on {turn.action!r}")
                 continue
             if not match.ok and not flagged:
                 fault("unflagged_invalid_action",

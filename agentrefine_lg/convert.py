@@ -73,8 +73,12 @@ def format_assistant(thought: str | None, action: str | None) -> str:
 # ---------------------------------------------------------------------------------------------- conversion
 
 
-def erroneous_turns(script: Script | None, trajectory: Trajectory) -> list[bool]:
-    """Per turn, True on erroneous Player turns (decision 2: DM flags, or the rules reject the action)."""
+def erroneous_turns(script: Script | None, trajectory: Trajectory, *, dm_authoritative: bool = False) -> list[bool]:
+    """Per turn, True on erroneous Player turns (decision 2: DM flags, or the rules reject the action).
+
+    ``dm_authoritative``: the DM was a real executor (an engine, the tools: recorded refine-agent episodes),
+    so its flags alone decide; the script's rules only approximate it.
+    """
     from agentrefine_lg.checks import match_action
 
     turns = trajectory.turns
@@ -85,7 +89,7 @@ def erroneous_turns(script: Script | None, trajectory: Trajectory) -> list[bool]
         answer = turns[i + 1] if i + 1 < len(turns) and turns[i + 1].is_dm else None
         flagged = bool(answer and answer.flagged)
         invalid = False
-        if script is not None:
+        if script is not None and not dm_authoritative:
             try:
                 invalid = not match_action(script, turn.action or "").ok
             except Exception:  # a broken script must not stop conversion; the DM's flags still apply
@@ -94,13 +98,15 @@ def erroneous_turns(script: Script | None, trajectory: Trajectory) -> list[bool]
     return out
 
 
-def trajectory_to_messages(script: Script, trajectory: Trajectory | list, *, mask: bool = True) -> list[Message]:
+def trajectory_to_messages(script: Script, trajectory: Trajectory | list, *, mask: bool = True,
+                           dm_authoritative: bool = False) -> list[Message]:
     """Decision 5: system = task instruction; DM observation -> user; Player -> assistant (train flag)."""
     if not isinstance(trajectory, Trajectory):
         trajectory = Trajectory.model_validate(trajectory)
     if not trajectory.turns:
         raise InputError("trajectory has no turns", field="trajectory")
-    bad = erroneous_turns(script, trajectory) if mask else [False] * len(trajectory.turns)
+    bad = (erroneous_turns(script, trajectory, dm_authoritative=dm_authoritative) if mask
+           else [False] * len(trajectory.turns))
     messages = [Message(role="system", content=system_prompt(script))]
     for i, turn in enumerate(trajectory.turns):
         if turn.is_dm:
@@ -145,7 +151,8 @@ def sample_from_trajectory(
         trajectory = Trajectory.model_validate(trajectory)
     return RefinementSample(
         id=id or sample_id(script, trajectory),
-        messages=trajectory_to_messages(script, trajectory, mask=mask),
+        messages=trajectory_to_messages(script, trajectory, mask=mask,
+                                        dm_authoritative=bool((extra.get("check") or {}).get("dm_authoritative"))),
         persona=persona if persona is not None else script.persona,
         teacher=teacher,
         attempts=attempts or {},

@@ -15,7 +15,6 @@ Token usage comes from ``AIMessage.usage_metadata``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -475,44 +474,8 @@ def llm_teacher(
 
 
 # ---------------------------------------------------------------------------------------------- errors
-
-_TRANSIENT_STATUS = {408, 409, 425, 429}
-_FATAL_STATUS = {401, 403, 404}
-
-
-def _status_of(exc: BaseException) -> int | None:
-    for obj in (exc, getattr(exc, "response", None)):
-        status = getattr(obj, "status_code", None)
-        if isinstance(status, int):
-            return status
-    return None
-
-
-def is_transient_error(exc: BaseException) -> bool:
-    """Worth retrying the same LLM call: rate limits (429), server errors (5xx), timeouts, dropped
-    connections. Malformed output and bad requests are not (they are counted failures instead)."""
-    if isinstance(exc, MalformedOutputError):
-        return False
-    status = _status_of(exc)
-    if status is not None:
-        return status in _TRANSIENT_STATUS or status >= 500
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
-        return True
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    # openai / httpx / langgraph transport errors, matched by name so no provider package is required.
-    return bool(names & {"APITimeoutError", "APIConnectionError", "RateLimitError", "InternalServerError",
-                         "TimeoutException", "ConnectError", "ReadError", "RemoteProtocolError", "NodeTimeoutError",
-                         "ServiceUnavailableError", "OverloadedError"})
-
-
-def is_fatal_error(exc: BaseException) -> bool:
-    """Configuration errors that every later call would repeat (bad key, no access, unknown model):
-    the batch stops with a clear message instead of failing every persona."""
-    status = _status_of(exc)
-    if status in _FATAL_STATUS:
-        return True
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    return bool(names & {"AuthenticationError", "PermissionDeniedError"})
+# The classifiers live in agentrefine_lg.failures (one home for the package); re-exported here.
+from agentrefine_lg.failures import is_fatal_error, is_transient_error  # noqa: E402
 
 
 __all__ = [

@@ -136,7 +136,11 @@ REFINE_TOOLS_SYSTEM = """You are an agent that solves a task by calling tools. R
 
 Task: {task}
 
-Available actions (one per reply):
+{tools}"""
+
+# The tools section alone: what the tuned chat model adds to a user's own system prompt when tools are bound
+# (chat_model.tools_prompt), so a served tuned model sees its tools exactly as in training.
+REFINE_TOOLS_SECTION = """Available actions (one per reply):
 {actions}
 - finish[<answer>] — give the final answer and end the task
 
@@ -154,6 +158,9 @@ REFINE_FORMAT_ERROR = (
 REFINE_INVALID_ACTION = "Invalid action: {message}. Use one of the available actions: {actions}"
 REFINE_CRITIC_FEEDBACK = "Feedback: {feedback}"
 REFINE_TOOL_ERROR = "Error: {error}"
+# The refine agent's closing message in the parent's `messages` when it stops without an answer.
+REFINE_STOPPED = "I could not complete the task: stopped ({reason}) after {steps} step(s)."
+REFINE_ENV_DONE = "Episode finished: {outcome} after {steps} step(s), progress {progress:.2f}."
 
 # The optional LLM critic: judges one step and sets the DM's three flags (Figure 4's DM turn).
 REFINE_CRITIC = """You judge one step of an agent in an interactive task, as the Dungeon Master of a text game would.

@@ -1,38 +1,44 @@
-"""The inference-time refine agent: act -> execute -> feedback -> (refine | next step | end), with a trace sink.
+"""The inference-time refine agent: act -> execute -> feedback -> (refine | next call | next step | end).
 
 ``create_refine_agent`` builds the loop AgentRefine trains for (Figure 4, decision 2): the model answers
-``Thought/Action``; the action runs against an executor — a :class:`~agentrefine_lg.env.TextEnv` engine or
-LangChain tools; the ``feedback`` node plays the DM: it sets the three error flags from the rule check
-(:func:`agentrefine_lg.checks.match_action` against the action specs), the engine's
-:class:`~agentrefine_lg.env.StepResult` ``error``, an unparsable reply (a format error is a
-``parameter_error``), and an optional LLM critic. An erroneous step goes back to ``act`` with the feedback
-appended to the observation (a refinement) while retries are left; a good step continues; completion, the
-step budget or the retry budget ends the episode.
+``Thought/Action`` (or with tool calls); each action runs against an executor — a
+:class:`~agentrefine_lg.env.TextEnv` engine or LangChain tools (through LangGraph's ``ToolNode``, so async and
+MCP tools, injected state/runtime, ``Command`` handoffs and ``interrupt()`` all work); the ``feedback`` node
+plays the DM: it sets the three error flags from the executor's verdict, the rule check
+(:func:`agentrefine_lg.checks.match_action`), an unparsable reply (a format error is a ``parameter_error``)
+and an optional LLM critic. An erroneous step goes back to ``act`` with the feedback in the observation (a
+refinement) while retries are left; completion, the step budget or the retry budget ends the episode.
 
-Every episode is recorded in our schema — Player turns (thought, action), DM turns (observation, flags,
-``task_completed``) — converted with :func:`agentrefine_lg.convert.sample_from_trajectory` (erroneous turns
-``train=False``), emitted on the custom stream (``{"refine_trace": row}``; each step also emits
-``{"refine_step": ...}``) and appended to a JSONL sink, flushed per episode, which ``agentrefine convert`` and
-``training.sft`` read as is. So deployed agents produce new refinement-tuning data.
+**In a user's app** the agent speaks ``messages``: it reads its task from ``refine_task`` or else the last
+human message, and appends its final answer (an ``AIMessage`` named after the agent) to ``messages``. Its
+working keys are private: the graph declares :class:`RefineInput` and :class:`RefineOutput`, so Studio's form
+shows the task, a parent ``MessagesState`` app, ``create_supervisor`` and ``create_swarm`` take it as an
+agent, and two agents fanned out with ``Send`` do not collide. Every node has a sync and an async form:
+``invoke`` calls the model and tools with ``invoke``, ``ainvoke``/``astream`` with ``ainvoke`` and runs
+blocking work (engines, the trace file) off the event loop.
 
-State keys are all ``refine_*`` so the compiled graph drops into a user's app as a subgraph. The model sees
-``refine_messages``; input is ``refine_task`` (tool mode; the env supplies its own first observation);
-outputs are ``refine_answer``, ``refine_success``, ``refine_progress``, ``refine_stop_reason`` and
-``refine_sample``. In env mode the engine lives in the factory's closure: one compiled graph runs one episode
-at a time.
+**Traces are training data.** Every episode is recorded in our schema — Player turns (thought, action), DM
+turns (observation, flags, ``task_completed``) — as a :class:`~agentrefine_lg.schema.RefinementSample` whose
+``check`` settings say how ``agentrefine check`` verifies a recorded (not synthesized) episode: the executor
+is the DM and is authoritative, no minimum of error->refine pairs, completion not required. It is emitted on
+the custom stream (``{"refine_trace": row}``; each step also emits ``{"refine_step": ...}``) and appended to a
+JSONL sink that ``agentrefine check``, ``agentrefine convert`` and ``python -m training.sft --data`` read as is.
 
 ``run_env_episode`` runs one evaluation episode on a TextEnv: the harness measures exactly what users deploy.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
@@ -42,45 +48,84 @@ from langchain_core.messages import (
     HumanMessage,
     RemoveMessage,
     SystemMessage,
+    ToolMessage,
 )
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
 from langgraph.config import get_stream_writer
+from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import REMOVE_ALL_MESSAGES, add_messages
+from langgraph.prebuilt import ToolNode
+from langgraph.prebuilt.tool_node import ToolInvocationError
 from langgraph.types import Command, RetryPolicy
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
 
 from agentrefine_lg import prompts
-from agentrefine_lg.chat_model import format_tool_call, parse_action, parse_tool_call
+from agentrefine_lg.chat_model import (
+    FINISH_NAMES,
+    format_tool_call,
+    parse_action,
+    parse_tool_call,
+    tools_system_prompt,
+)
 from agentrefine_lg.checks import match_action
 from agentrefine_lg.convert import format_assistant, sample_from_trajectory, system_prompt
 from agentrefine_lg.env import StepResult, TextEnv
 from agentrefine_lg.errors import InputError
+from agentrefine_lg.failures import is_fatal_error, is_transient_error
+from agentrefine_lg.named_graph import NamedStateGraph, check_state_schema
 from agentrefine_lg.schema import ERROR_FLAGS, ActionSpec, RefinementSample, Script, Trajectory, Turn
 
 TraceSink = str | os.PathLike | Callable[[RefinementSample], Any]
 
+TRACE_CHECK = {"min_pairs": 0, "require_completion": False, "dm_authoritative": True}
+"""How a recorded episode is verified (``sample["check"]``): the executor was the DM, so its flags decide which
+turns are erroneous; a recorded episode need not contain refinements nor succeed to be valid data."""
 
-class RefineState(TypedDict, total=False):
-    """The refine agent's state. Every key is ``refine_*`` so it can share a parent graph's state."""
+MAX_RECORDED_REPLY = 2000
+"""A reply without an action is recorded (as the erroneous turn's action) up to this many characters."""
 
-    refine_task: str  # input in tool mode: the user's request
+
+# ---------------------------------------------------------------------------------------------- state
+
+
+class _Messages(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]  # the user's conversation (shared with a parent app)
+
+
+class RefineInput(_Messages, total=False):
+    """What the agent reads: ``refine_task`` if given, else the last human message of ``messages``."""
+
+    refine_task: str | None
+
+
+class RefineOutput(_Messages, total=False):
+    """What the agent returns: its final answer appended to ``messages``, and the episode's outcome."""
+
+    refine_answer: str | None
+    refine_success: bool
+    refine_progress: float
+    refine_stop_reason: str  # "done" | "max_steps" | "max_retries" | "episode_over"
+    refine_stats: dict[str, int]  # steps, format_errors, invalid_actions, tool_calls
+    refine_sample: dict[str, Any] | None  # the episode as a RefinementSample row (the trace)
+
+
+class RefineState(RefineInput, RefineOutput, total=False):
+    """The whole state; the ``refine_*`` working keys below stay inside the agent."""
+
     refine_messages: Annotated[list[AnyMessage], add_messages]  # what the model sees
     refine_script: dict[str, Any]  # the task as a paper-format script (system prompt, rule checks, trace)
     refine_system: str  # the system prompt the model saw
     refine_turns: list[dict[str, Any]]  # paper-format turns recorded so far
-    refine_pending: dict[str, Any]  # this step: thought, action, raw text, parse error
-    refine_result: dict[str, Any]  # this step's execution: observation, done, progress, error, info
-    refine_step: int  # model actions taken
-    refine_retries: int  # consecutive erroneous steps
+    refine_queue: list[dict[str, Any]]  # this step's actions still to run (a parallel batch runs in order)
+    refine_result: dict[str, Any]  # the first queued action's execution: observation, done, error, info
+    refine_step: int  # model replies so far
+    refine_retries: int  # consecutive erroneous actions
     refine_format_errors: int
     refine_invalid_actions: int
-    refine_progress: float
-    refine_success: bool
-    refine_answer: str | None
-    refine_stop_reason: str  # "done" | "max_steps" | "max_retries" | "episode_over"
-    refine_sample: dict[str, Any] | None  # the episode as a RefinementSample row
+    refine_tool_calls: int
 
 
 class CriticVerdict(BaseModel):
@@ -95,14 +140,6 @@ class CriticVerdict(BaseModel):
 Critic = BaseChatModel | Callable[[dict[str, Any]], "CriticVerdict | Mapping[str, Any] | None"]
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Model-call errors worth retrying: connection problems, timeouts, rate limits, 5xx."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    transient = {"APIConnectionError", "APITimeoutError", "RateLimitError", "InternalServerError",
-                 "TransportError", "TimeoutException", "ServiceUnavailableError"}
-    return bool(names & transient) or isinstance(exc, (ConnectionError, TimeoutError))
-
-
 # ---------------------------------------------------------------------------------------------- tools
 
 
@@ -113,297 +150,27 @@ def _as_tools(tools: Sequence[Any] | None) -> list[BaseTool]:
 
 
 def tools_script(tools: Sequence[BaseTool], task: str) -> Script:
-    """A script for tool mode: each tool is an action ``name[{args}]``; ``finish[{answer}]`` completes."""
+    """A script for tool mode: each tool is an action ``name(...)``; ``finish(...)`` completes.
+
+    The templates have no slots: the rules check the tool's name, the tool checks its own arguments (its
+    validation error is the DM's ``parameter_error``), so the script passes ``check_script`` as is.
+    """
     actions: dict[str, ActionSpec] = {}
     for t in [*tools, None]:
         name = t.name if t is not None else "finish"
-        slot = "args" if t is not None else "answer"
         description = (t.description or "").strip().splitlines()[0] if t is not None and t.description else (
             "give the final answer and end the task")
-        # One capture group for the whole argument text: argument checking is the tool's own job.
-        actions[f"{name}[{{{slot}}}]"] = ActionSpec(
-            template=f"{name}[{{{slot}}}]", description=description,
-            verification_code=rf"(?i)^\s*{re.escape(name)}\b\s*(.*?)\s*$", parameters={})
+        template = f"{name}(...)"
+        actions[template] = ActionSpec(template=template, description=description,
+                                       verification_code=rf"(?is)\s*{re.escape(name)}\b.*", parameters={})
     environment = {"description": "A tool-using assistant. Tools: " + ", ".join(t.name for t in tools)}
     return Script(environment=environment, goal=task, completion_conditions=["The task is answered with finish[...]."],
                   available_actions=actions)
 
 
-def _tools_system(tools: Sequence[BaseTool], task: str) -> str:
-    lines = []
-    for t in tools:
-        props = (t.tool_call_schema.model_json_schema() if hasattr(t, "tool_call_schema") else {}).get("properties", {})
-        args = ", ".join(props) if props else ""
-        lines.append(prompts.REFINE_TOOL_LINE.format(name=t.name, args=args,
-                                                     description=" ".join((t.description or "").split())))
-    return prompts.REFINE_TOOLS_SYSTEM.format(task=task, actions="\n".join(lines))
-
-
-def _run_tool(tools: Sequence[BaseTool], action: str) -> dict[str, Any]:
-    from pydantic import ValidationError
-
-    call = parse_tool_call(action, tools)
-    if call.finish:
-        answer = str(call.args.get("answer", "")).strip()
-        return {"observation": "Task finished.", "done": True, "progress": 1.0, "error": None,
-                "info": {"answer": answer}}
-    if not call.known:
-        names = ", ".join(t.name for t in tools)
-        return {"observation": prompts.CHAT_UNKNOWN_TOOL.format(name=call.name, tools=names), "done": False,
-                "error": "parameter_error", "info": {"tool": call.name}}
-    tool = next(t for t in tools if t.name == call.name)
-    try:
-        output = tool.invoke(call.args)
-    except (ValidationError, TypeError) as exc:  # wrong arguments: the form of the action is at fault
-        return {"observation": prompts.REFINE_TOOL_ERROR.format(error=_short(exc)), "done": False,
-                "error": "parameter_error", "info": {"tool": call.name, "args": call.args}}
-    except Exception as exc:  # noqa: BLE001 - a failing tool is feedback for the model, not a crash
-        return {"observation": prompts.REFINE_TOOL_ERROR.format(error=_short(exc)), "done": False,
-                "error": "logic_error", "info": {"tool": call.name, "args": call.args}}
-    text = output.content if hasattr(output, "content") else output
-    text = text if isinstance(text, str) else json.dumps(text, ensure_ascii=False, default=str)
-    return {"observation": text, "done": False, "error": None, "info": {"tool": call.name, "args": call.args}}
-
-
 def _short(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
-
-
-# ---------------------------------------------------------------------------------------------- factory
-
-
-def create_refine_agent(
-    model: BaseChatModel | Runnable,
-    *,
-    tools: Sequence[Any] | None = None,
-    env: TextEnv | None = None,
-    action_specs: Script | Mapping[str, ActionSpec | dict] | None = None,
-    critic: Critic | None = None,
-    max_retries: int | None = 3,
-    max_steps: int = 30,
-    trace_sink: TraceSink | None = None,
-    rule_check: bool | None = None,
-    feedback_to_model: bool = True,
-    model_retry: RetryPolicy | None = None,
-    teacher: str | None = None,
-) -> StateGraph:
-    """Build the refine agent (uncompiled ``StateGraph`` over :class:`RefineState`).
-
-    Exactly one executor: ``env`` (a TextEnv; its script gives the system prompt and the action specs) or
-    ``tools`` (LangChain tools or functions; input ``refine_task``). ``action_specs`` adds rule checks in
-    tool mode (or replaces the env's). ``rule_check``: None (default) lets an engine's verdict decide and uses
-    the rules to explain its rejections (without an engine the rules decide); True: a rule failure always
-    flags the step (strict); False: no rule check. ``critic``: a chat model (structured output :class:`CriticVerdict`) or
-    a callable ``f(step) -> CriticVerdict | dict | None``. ``max_retries``: consecutive erroneous steps
-    allowed before giving up (None: no limit but ``max_steps``). ``feedback_to_model``: append the rule
-    check / critic feedback to the observation. ``model_retry``: LangGraph retry policy for transient model
-    errors (default 3 attempts on connection errors, timeouts, 429, 5xx).
-    """
-    if (env is None) == (tools is None):
-        raise InputError("give exactly one executor: env=TextEnv(...) or tools=[...]", field="env/tools")
-    if max_steps < 1:
-        raise InputError(f"max_steps must be >= 1, got {max_steps}", field="max_steps")
-    tool_list = _as_tools(tools)
-    if tools is not None and not tool_list:
-        raise InputError("tools is empty", field="tools")
-    teacher = teacher or _model_name(model)
-    structured_critic = critic.with_structured_output(CriticVerdict) if isinstance(critic, BaseChatModel) else None
-
-    # -------------------------------------------------------------------------------- nodes
-
-    def start(state: RefineState) -> dict[str, Any]:
-        if env is not None:
-            observation = env.reset()
-            script = env.script()
-            system = system_prompt(script)
-        else:
-            task = (state.get("refine_task") or "").strip() or _last_human(state.get("refine_messages") or [])
-            if not task:
-                raise InputError("the refine agent needs a task: set 'refine_task'", field="refine_task")
-            script = tools_script(tool_list, task)
-            system = _tools_system(tool_list, task)
-            observation = task
-        # Progress of the start state (PDDL counts goal facts already true), so an episode without one valid
-        # step reports the same as one whose steps all failed.
-        initial = float(getattr(env, "current_progress", lambda: 0.0)() or 0.0) if env is not None else 0.0
-        old = [RemoveMessage(id=REMOVE_ALL_MESSAGES)] if state.get("refine_messages") else []
-        return {
-            "refine_messages": [*old, SystemMessage(system), HumanMessage(observation)],
-            "refine_script": script.to_paper(),
-            "refine_system": system,
-            "refine_turns": [Turn(turn=0, role="DM", observation=observation).to_paper()],
-            "refine_step": 0, "refine_retries": 0, "refine_format_errors": 0, "refine_invalid_actions": 0,
-            "refine_progress": initial, "refine_success": False, "refine_answer": None, "refine_sample": None,
-            "refine_pending": {}, "refine_result": {},
-        }
-
-    def act(state: RefineState, config: RunnableConfig) -> dict[str, Any]:
-        reply = model.invoke(state["refine_messages"], config)
-        text = _text(reply.content if isinstance(reply, BaseMessage) else reply)
-        calls = getattr(reply, "tool_calls", None) or []
-        if calls:  # a tool-calling model (or ours with tools bound): its first call is the action
-            call = calls[0]
-            parsed = parse_action(text)
-            pending = {"thought": parsed.thought or text.strip() or None,
-                       "action": format_tool_call(call["name"], call.get("args") or {}), "error": None, "raw": text}
-        else:
-            parsed = parse_action(text)
-            pending = {"thought": parsed.thought, "action": parsed.action, "error": parsed.error, "raw": text}
-        shown = format_assistant(pending["thought"], pending["action"]) if pending["error"] is None else text
-        return {"refine_messages": [AIMessage(shown)], "refine_pending": pending,
-                "refine_step": state.get("refine_step", 0) + 1}
-
-    def execute(state: RefineState) -> dict[str, Any]:
-        pending = state["refine_pending"]
-        if pending.get("error"):
-            result = {"observation": "", "done": False, "error": "parameter_error", "format_error": True}
-        elif env is not None:
-            r: StepResult = env.step(pending["action"])
-            result = {"observation": r.observation, "done": bool(r.done), "progress": float(r.progress or 0.0),
-                      "error": r.error, "info": _jsonable(r.info)}
-        else:
-            result = _run_tool(tool_list, pending["action"])
-        return {"refine_result": result}
-
-    def feedback(state: RefineState) -> Command[Literal["act", "finish"]]:
-        pending, result = state["refine_pending"], state["refine_result"]
-        script = Script.model_validate(state["refine_script"])
-        flags = {flag: False for flag in ERROR_FLAGS}
-        notes: list[str] = []
-        format_error = bool(result.get("format_error"))
-        invalid = False
-        if result.get("error") in flags:
-            flags[result["error"]] = True
-        if format_error:
-            notes.append(prompts.REFINE_FORMAT_ERROR.format(error=pending.get("error")))
-        elif rule_check is not False and (action_specs is not None or env is not None):
-            match = match_action(action_specs if action_specs is not None else script, pending["action"])
-            # With an engine, its verdict is authoritative by default (engines fold case, know dynamic object
-            # names): the rules then only explain a rejection. Strict mode (rule_check=True) or rules without
-            # an engine flag the action themselves.
-            engine_rejected = env is not None and result.get("error") is not None
-            if not match.ok and (rule_check is True or env is None or engine_rejected):
-                invalid = True
-                flags["parameter_error"] = flags["parameter_error"] or not engine_rejected
-                specs = action_specs if action_specs is not None else script.available_actions
-                templates = ", ".join(specs.available_actions if isinstance(specs, Script) else specs)
-                notes.append(prompts.REFINE_INVALID_ACTION.format(message=match.message or "invalid", actions=templates))
-        if result.get("error") == "parameter_error" and not format_error:
-            invalid = True
-        done = bool(result.get("done"))
-        if critic is not None and not format_error:
-            verdict = _ask_critic(critic, structured_critic, script, pending, result, config=None)
-            if verdict is not None:
-                for flag in ERROR_FLAGS:
-                    flags[flag] = flags[flag] or bool(getattr(verdict, flag))
-                if verdict.feedback and any(getattr(verdict, f) for f in ERROR_FLAGS):
-                    notes.append(prompts.REFINE_CRITIC_FEEDBACK.format(feedback=verdict.feedback))
-        erroneous = any(flags.values())
-        if erroneous and env is None:
-            done = False  # a flagged finish[...] (e.g. the critic rejects the answer) is refined, not accepted
-        # (with an engine, its own `done` is authoritative: the task is complete whatever the checks say)
-        observation = (result.get("observation") or "").strip()
-        if notes and feedback_to_model:
-            observation = "\n".join(x for x in (observation, *notes) if x)
-        step = state.get("refine_step", 0)
-        turns = list(state.get("refine_turns") or [])
-        # A reply without an action is recorded with an empty action (it trains nothing: the turn is flagged).
-        turns.append(Turn(turn=len(turns), role="Player", thought=pending.get("thought"),
-                          action=pending.get("action") if not format_error else "").to_paper())
-        turns.append(Turn(turn=len(turns), role="DM", observation=observation, task_completed=done, **flags).to_paper())
-        retries = state.get("refine_retries", 0) + 1 if erroneous else 0
-        progress = max(state.get("refine_progress", 0.0), float(result.get("progress") or 0.0))
-        if done:
-            progress = max(progress, 1.0) if env is None else progress
-        update: dict[str, Any] = {
-            "refine_turns": turns, "refine_retries": retries, "refine_progress": progress,
-            "refine_format_errors": state.get("refine_format_errors", 0) + int(format_error),
-            "refine_invalid_actions": state.get("refine_invalid_actions", 0) + int(invalid),
-            "refine_success": done,
-        }
-        if done and env is None:
-            update["refine_answer"] = (result.get("info") or {}).get("answer")
-        _write({"refine_step": {"step": step, "thought": pending.get("thought"), "action": pending.get("action"),
-                                "observation": observation, "flags": [f for f in ERROR_FLAGS if flags[f]],
-                                "done": done, "progress": progress}})
-        if done:
-            return Command(update={**update, "refine_stop_reason": "done"}, goto="finish")
-        if (result.get("info") or {}).get("episode_over"):
-            # The engine ended the episode without success (e.g. a lost game): no further step can help.
-            return Command(update={**update, "refine_stop_reason": "episode_over"}, goto="finish")
-        if step >= max_steps:
-            return Command(update={**update, "refine_stop_reason": "max_steps"}, goto="finish")
-        if erroneous and max_retries is not None and retries > max_retries:
-            return Command(update={**update, "refine_stop_reason": "max_retries"}, goto="finish")
-        update["refine_messages"] = [HumanMessage(observation or "(no observation)")]
-        return Command(update=update, goto="act")
-
-    def finish(state: RefineState) -> dict[str, Any]:
-        script = Script.model_validate(state["refine_script"])
-        trajectory = Trajectory.model_validate(state.get("refine_turns") or [])
-        if not any(t.is_player for t in trajectory.turns):
-            return {"refine_sample": None}
-        sample = sample_from_trajectory(
-            script, trajectory, teacher=teacher, source="refine-agent",
-            success=bool(state.get("refine_success")), progress=state.get("refine_progress", 0.0),
-            stop_reason=state.get("refine_stop_reason"), env=getattr(env, "name", None) if env is not None else None,
-        )
-        if env is None and sample.messages and sample.messages[0].role == "system":
-            sample.messages[0].content = state.get("refine_system") or sample.messages[0].content  # what it saw
-        if trace_sink is not None:
-            append_trace(trace_sink, sample)
-        row = sample.to_dict()
-        _write({"refine_trace": row})
-        return {"refine_sample": row}
-
-    graph = StateGraph(RefineState)
-    graph.add_node("start", start)
-    graph.add_node("act", act, retry_policy=model_retry or RetryPolicy(max_attempts=3, retry_on=is_transient))
-    graph.add_node("execute", execute)
-    graph.add_node("feedback", feedback, destinations=("act", "finish"))
-    graph.add_node("finish", finish)
-    graph.add_edge(START, "start")
-    graph.add_edge("start", "act")
-    graph.add_edge("act", "execute")
-    graph.add_edge("execute", "feedback")
-    graph.add_edge("finish", END)
-    return graph
-
-
-def _ask_critic(critic: Critic, structured: Runnable | None, script: Script, pending: dict, result: dict,
-                config: RunnableConfig | None) -> CriticVerdict | None:
-    step = {"task": system_prompt(script), "goal": script.goal, "thought": pending.get("thought") or "",
-            "action": pending.get("action") or "", "observation": result.get("observation") or ""}
-    if structured is not None:
-        prompt = prompts.REFINE_CRITIC.format(task=script.goal, thought=step["thought"], action=step["action"],
-                                              observation=step["observation"])
-        out = structured.invoke([HumanMessage(prompt)], config)
-    else:
-        out = critic(step)  # type: ignore[operator]
-    if out is None:
-        return None
-    return out if isinstance(out, CriticVerdict) else CriticVerdict.model_validate(dict(out))
-
-
-def append_trace(sink: TraceSink, sample: RefinementSample) -> None:
-    """Append one episode to a JSONL file (flushed and synced) or hand it to a callable sink."""
-    if callable(sink):
-        sink(sample)
-        return
-    path = Path(sink)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(sample.to_dict(), ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _write(event: dict[str, Any]) -> None:
-    try:
-        get_stream_writer()(event)
-    except RuntimeError:  # called outside a runnable context (a node run by hand in a test)
-        pass
 
 
 def _text(content: Any) -> str:
@@ -438,6 +205,542 @@ def _model_name(model: Any) -> str | None:
     return _model_name(bound) if bound is not None else None
 
 
+def _binds_tools(model: Any) -> bool:
+    """Is this a tool-calling model (tools bound)? Then a reply without a tool call is its final answer."""
+    while isinstance(model, RunnableBinding):
+        if model.kwargs.get("tools"):
+            return True
+        model = model.bound
+    return False
+
+
+def _thought_of(reply: BaseMessage, text: str) -> str | None:
+    """The model's reasoning for this reply: our parse, the text before its tool call, or reasoning content."""
+    meta = (getattr(reply, "response_metadata", None) or {}).get("agentrefine") or {}
+    if meta.get("thought"):
+        return str(meta["thought"]).strip()
+    thought = parse_action(text).thought
+    if thought:
+        return thought
+    extra = getattr(reply, "additional_kwargs", None) or {}
+    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+    if isinstance(reasoning, str) and reasoning.strip():
+        return reasoning.strip()
+    content = getattr(reply, "content", None)
+    if isinstance(content, list):  # Anthropic-style "thinking"/"reasoning" blocks
+        parts = [b.get("thinking") or b.get("reasoning") or "" for b in content if isinstance(b, dict)]
+        if any(parts):
+            return " ".join(p for p in parts if p).strip()
+    return None
+
+
+def _write(event: dict[str, Any]) -> None:
+    try:
+        get_stream_writer()(event)
+    except RuntimeError:  # called outside a runnable context (a node run by hand in a test)
+        pass
+
+
+def append_trace(sink: TraceSink, sample: RefinementSample) -> None:
+    """Append one episode to a JSONL file (flushed and synced) or hand it to a callable sink."""
+    if callable(sink):
+        sink(sample)
+        return
+    path = Path(sink)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(sample.to_dict(), ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+# ---------------------------------------------------------------------------------------------- nodes
+
+
+class RefineNodes:
+    """The refine agent's nodes over :class:`RefineState`, each a plain method with a sync and an async form.
+
+    ``start`` / ``act`` / ``execute`` / ``feedback`` / ``finish`` (sync) and ``astart`` ... ``afinish`` (async)
+    share their logic; only the I/O differs (``invoke`` vs ``ainvoke``, blocking work in a thread).
+    """
+
+    def __init__(
+        self,
+        model: BaseChatModel | Runnable,
+        *,
+        tools: Sequence[BaseTool] = (),
+        env: TextEnv | None = None,
+        action_specs: Script | Mapping[str, ActionSpec | dict] | None = None,
+        critic: Critic | None = None,
+        max_retries: int | None = 3,
+        max_steps: int = 30,
+        trace_sink: TraceSink | None = None,
+        rule_check: bool | None = None,
+        feedback_to_model: bool = True,
+        teacher: str | None = None,
+        name: str = "refine_agent",
+    ):
+        self.model, self.env, self.tools = model, env, list(tools)
+        self.action_specs, self.critic = action_specs, critic
+        self.max_retries, self.max_steps = max_retries, max_steps
+        self.trace_sink, self.rule_check, self.feedback_to_model = trace_sink, rule_check, feedback_to_model
+        self.teacher = teacher or _model_name(model)
+        self.name = name
+        self.tool_names = {t.name for t in self.tools}
+        # handle_tool_errors=False: we classify each failure ourselves (parameter vs logic error vs a bug).
+        self.tool_node = ToolNode(self.tools, handle_tool_errors=False) if self.tools else None
+        self.tool_calling = _binds_tools(model)
+        self.structured_critic = (critic.with_structured_output(CriticVerdict)
+                                  if isinstance(critic, BaseChatModel) else None)
+
+    # -- start ---------------------------------------------------------------------------------------
+
+    def _env_begin(self) -> tuple[str, Script, float]:
+        observation = self.env.reset()  # type: ignore[union-attr]
+        # Progress of the start state (PDDL counts goal facts already true), so an episode without one valid
+        # step reports the same as one whose steps all failed.
+        initial = float(getattr(self.env, "current_progress", lambda: 0.0)() or 0.0)
+        return observation, self.env.script(), initial  # type: ignore[union-attr]
+
+    def _begin(self, state: RefineState, begun: tuple[str, Script, float] | None) -> dict[str, Any]:
+        if begun is not None:
+            observation, script, initial = begun
+            system = system_prompt(script)
+        else:
+            task = (state.get("refine_task") or "").strip() or _last_human(state.get("messages") or [])
+            if not task:
+                raise InputError("the refine agent needs a task: a human message in 'messages' or 'refine_task'",
+                                 field="refine_task")
+            script, system, observation, initial = tools_script(self.tools, task), "", task, 0.0
+            system = tools_system_prompt(self.tools, task)
+        old = [RemoveMessage(id=REMOVE_ALL_MESSAGES)] if state.get("refine_messages") else []
+        opening = Turn(turn=0, role="DM", observation=observation, parameter_error=False, place_error=False,
+                       logic_error=False, task_completed=False)
+        return {
+            "refine_messages": [*old, SystemMessage(system), HumanMessage(observation)],
+            "refine_script": script.to_paper(), "refine_system": system,
+            "refine_turns": [opening.to_paper()], "refine_queue": [], "refine_result": {},
+            "refine_step": 0, "refine_retries": 0, "refine_format_errors": 0, "refine_invalid_actions": 0,
+            "refine_tool_calls": 0, "refine_progress": initial, "refine_success": False, "refine_answer": None,
+            "refine_sample": None, "refine_stop_reason": "", "refine_stats": {},
+        }
+
+    def start(self, state: RefineState) -> dict[str, Any]:
+        return self._begin(state, self._env_begin() if self.env is not None else None)
+
+    async def astart(self, state: RefineState) -> dict[str, Any]:
+        begun = await asyncio.to_thread(self._env_begin) if self.env is not None else None
+        return self._begin(state, begun)
+
+    # -- act -----------------------------------------------------------------------------------------
+
+    def _final(self, thought: str | None, answer: str, raw: str) -> dict[str, Any]:
+        return {"thought": thought, "action": format_tool_call("finish", {"answer": answer}), "final": answer,
+                "raw": raw, "via": "text"}
+
+    def _queue(self, reply: BaseMessage) -> tuple[list[dict[str, Any]], BaseMessage]:
+        """The actions of one reply, in order, and the message to keep in the model's history."""
+        text = _text(reply.content)
+        calls = list(getattr(reply, "tool_calls", None) or [])
+        thought = _thought_of(reply, text)
+        tool_mode = self.env is None
+        if calls and tool_mode:
+            calls = [{**c, "id": c.get("id") or f"call_{uuid.uuid4().hex[:24]}"} for c in calls]
+            items = []
+            for call in calls:
+                args = dict(call.get("args") or {})
+                if call["name"].lower() in FINISH_NAMES and call["name"] not in self.tool_names:
+                    answer = str(args.get("answer", next(iter(args.values()), "")) if args else "").strip()
+                    items.append({**self._final(thought, answer, text), "via": "tool_call", "call": call})
+                else:
+                    # Every call of a batch carries the reply's thought: each becomes one trained turn.
+                    items.append({"thought": thought, "action": format_tool_call(call["name"], args), "call": call,
+                                  "raw": text, "via": "tool_call"})
+            kept = AIMessage(content=reply.content, tool_calls=calls, id=reply.id,
+                             response_metadata=getattr(reply, "response_metadata", {}) or {})
+            return items, kept
+        meta = (getattr(reply, "response_metadata", None) or {}).get("agentrefine") or {}
+        parsed = parse_action(text)
+        if tool_mode and meta.get("finish"):  # our tuned chat model already read finish[...] / Final Answer:
+            return [self._final(thought, text.strip(), meta.get("raw") or text)], AIMessage(meta.get("raw") or text)
+        if parsed.ok:
+            item: dict[str, Any] = {"thought": parsed.thought, "action": parsed.action, "raw": text, "via": "text"}
+            if tool_mode:
+                call = parse_tool_call(parsed.action or "", self.tools)
+                if call.finish:
+                    item = self._final(parsed.thought, str(call.args.get("answer", "")).strip(), text)
+                else:
+                    item["call"] = {"name": call.name, "args": call.args, "id": f"call_{uuid.uuid4().hex[:24]}",
+                                    "type": "tool_call"}
+                    item["action"] = parsed.action
+            return [item], AIMessage(format_assistant(item["thought"], item["action"]))
+        if tool_mode and self.tool_calling and text.strip():
+            # A tool-calling model that answers without a tool call has given its final answer.
+            return [self._final(thought, text.strip(), text)], AIMessage(text)
+        return [{"thought": parsed.thought, "action": None, "error": parsed.error, "raw": text, "via": "text"}], \
+            AIMessage(text or "(empty reply)")
+
+    def _after_reply(self, state: RefineState, reply: Any) -> dict[str, Any]:
+        if not isinstance(reply, BaseMessage):
+            reply = AIMessage(_text(reply))
+        queue, kept = self._queue(reply)
+        return {"refine_messages": [kept], "refine_queue": queue, "refine_step": state.get("refine_step", 0) + 1}
+
+    def act(self, state: RefineState, config: RunnableConfig) -> dict[str, Any]:
+        return self._after_reply(state, self.model.invoke(state["refine_messages"], config))
+
+    async def aact(self, state: RefineState, config: RunnableConfig) -> dict[str, Any]:
+        return self._after_reply(state, await self.model.ainvoke(state["refine_messages"], config))
+
+    # -- execute -------------------------------------------------------------------------------------
+
+    def _precheck(self, item: dict[str, Any]) -> dict[str, Any] | None:
+        """Results that need no executor: a format error, a final answer, a call of an unknown tool."""
+        if item.get("action") is None:
+            return {"observation": "", "done": False, "error": "parameter_error", "format_error": True}
+        if "final" in item and self.env is None:
+            return {"observation": "Task finished.", "done": True, "progress": 1.0, "error": None,
+                    "info": {"answer": item["final"]}}
+        call = item.get("call")
+        if self.env is None and call is not None and call["name"] not in self.tool_names:
+            names = ", ".join(sorted(self.tool_names))
+            return {"observation": prompts.CHAT_UNKNOWN_TOOL.format(name=call["name"], tools=names), "done": False,
+                    "error": "parameter_error", "info": {"tool": call["name"]}}
+        return None
+
+    def _env_step(self, action: str) -> dict[str, Any]:
+        r: StepResult = self.env.step(action)  # type: ignore[union-attr]
+        return {"observation": r.observation, "done": bool(r.done), "progress": float(r.progress or 0.0),
+                "error": r.error, "info": _jsonable(r.info)}
+
+    def _tool_input(self, state: RefineState, call: dict[str, Any]) -> dict[str, Any]:
+        # Tools with InjectedState see the app's keys and its messages ending in this call (a swarm handoff
+        # tool forwards exactly that to the next agent).
+        public = {k: v for k, v in state.items() if not k.startswith("refine_")}
+        calling = AIMessage(content="", tool_calls=[call], name=self.name)
+        return {**public, "messages": [*(state.get("messages") or []), calling]}
+
+    def _tool_result(self, call: dict[str, Any], output: Any) -> dict[str, Any] | Command:
+        messages: list[Any] = []
+        if isinstance(output, list):  # tools that returned Commands
+            for item in output:
+                if isinstance(item, Command):
+                    if item.graph == Command.PARENT:
+                        return item  # a handoff (swarm, supervisor): the parent graph takes over
+                    update = item.update if isinstance(item.update, dict) else {}
+                    messages.extend(update.get("messages") or [])
+                else:
+                    messages.extend(item if isinstance(item, list) else [item])
+        elif isinstance(output, dict):
+            messages = list(output.get("messages") or [])
+        answer = next((m for m in messages if isinstance(m, ToolMessage) and m.tool_call_id == call["id"]), None)
+        content = answer.content if answer is not None else ""
+        text = content if isinstance(content, str) else (
+            _text(content) if isinstance(content, list) else json.dumps(content, ensure_ascii=False, default=str))
+        error = "logic_error" if answer is not None and answer.status == "error" else None
+        return {"observation": text, "done": False, "error": error,
+                "info": {"tool": call["name"], "args": _jsonable(call.get("args") or {})}}
+
+    def _tool_failure(self, call: dict[str, Any], exc: Exception) -> dict[str, Any]:
+        if isinstance(exc, GraphBubbleUp) or is_fatal_error(exc):
+            raise exc  # interrupts and handoffs bubble up; bugs and configuration errors are loud
+        # Invalid arguments are the action's form at fault; any other failure of the tool is a logic error.
+        kind = "parameter_error" if isinstance(exc, ToolInvocationError) else "logic_error"
+        return {"observation": prompts.REFINE_TOOL_ERROR.format(error=_short(exc)), "done": False, "error": kind,
+                "info": {"tool": call["name"], "args": _jsonable(call.get("args") or {})}}
+
+    def execute(self, state: RefineState, config: RunnableConfig) -> dict[str, Any] | Command:
+        item = state["refine_queue"][0]
+        result = self._precheck(item)
+        if result is None and self.env is not None:
+            result = self._env_step(item["action"])
+        elif result is None:
+            call = item["call"]
+            try:
+                output = self.tool_node.invoke(self._tool_input(state, call), config)  # type: ignore[union-attr]
+            except NotImplementedError as exc:
+                raise RuntimeError(f"tool {call['name']!r} cannot run synchronously ({exc}): async tools (MCP tools "
+                                   "among them) need the async API — use `await graph.ainvoke(...)` or "
+                                   "`graph.astream(...)`") from exc
+            except Exception as exc:  # noqa: BLE001 - classified: feedback, or raised again
+                result = self._tool_failure(call, exc)
+            else:
+                result = self._tool_result(call, output)
+        return result if isinstance(result, Command) else {"refine_result": result}
+
+    async def aexecute(self, state: RefineState, config: RunnableConfig) -> dict[str, Any] | Command:
+        item = state["refine_queue"][0]
+        result = self._precheck(item)
+        if result is None and self.env is not None:
+            result = await asyncio.to_thread(self._env_step, item["action"])  # engines block (JVM, files)
+        elif result is None:
+            call = item["call"]
+            try:
+                output = await self.tool_node.ainvoke(self._tool_input(state, call), config)  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001 - classified: feedback, or raised again
+                result = self._tool_failure(call, exc)
+            else:
+                result = self._tool_result(call, output)
+        return result if isinstance(result, Command) else {"refine_result": result}
+
+    # -- feedback ------------------------------------------------------------------------------------
+
+    def _critic_step(self, state: RefineState) -> dict[str, Any] | None:
+        item, result = state["refine_queue"][0], state["refine_result"]
+        if self.critic is None or result.get("format_error"):
+            return None
+        script = Script.model_validate(state["refine_script"])
+        return {"task": system_prompt(script), "goal": script.goal, "thought": item.get("thought") or "",
+                "action": item.get("action") or "", "observation": result.get("observation") or ""}
+
+    def _critic_prompt(self, step: dict[str, Any]) -> list[BaseMessage]:
+        return [HumanMessage(prompts.REFINE_CRITIC.format(task=step["goal"], thought=step["thought"],
+                                                          action=step["action"], observation=step["observation"]))]
+
+    @staticmethod
+    def _verdict(out: Any) -> CriticVerdict | None:
+        if out is None:
+            return None
+        return out if isinstance(out, CriticVerdict) else CriticVerdict.model_validate(dict(out))
+
+    def feedback(self, state: RefineState, config: RunnableConfig) -> Command:
+        step = self._critic_step(state)
+        verdict = None
+        if step is not None:
+            if self.structured_critic is not None:
+                verdict = self.structured_critic.invoke(self._critic_prompt(step), config)
+            else:
+                verdict = self.critic(step)  # type: ignore[operator]
+                if inspect.isawaitable(verdict):
+                    raise RuntimeError("the critic is async: run the refine agent with `await graph.ainvoke(...)`")
+        return self._judge(state, self._verdict(verdict))
+
+    async def afeedback(self, state: RefineState, config: RunnableConfig) -> Command:
+        step = self._critic_step(state)
+        verdict = None
+        if step is not None:
+            if self.structured_critic is not None:
+                verdict = await self.structured_critic.ainvoke(self._critic_prompt(step), config)
+            else:
+                verdict = self.critic(step)  # type: ignore[operator]
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+        return self._judge(state, self._verdict(verdict))
+
+    def _judge(self, state: RefineState, verdict: CriticVerdict | None) -> Command:
+        """The DM's verdict on the first queued action; records its turns and routes."""
+        queue = list(state.get("refine_queue") or [])
+        item, result = queue.pop(0), state["refine_result"]
+        env = self.env
+        script = Script.model_validate(state["refine_script"])
+        flags = {flag: False for flag in ERROR_FLAGS}
+        notes: list[str] = []
+        format_error = bool(result.get("format_error"))
+        invalid = False
+        if result.get("error") in flags:
+            flags[result["error"]] = True
+        if format_error:
+            notes.append(prompts.REFINE_FORMAT_ERROR.format(error=item.get("error")))
+        elif self.rule_check is not False and (self.action_specs is not None or env is not None) and "final" not in item:
+            specs = self.action_specs if self.action_specs is not None else script
+            match = match_action(specs, item["action"])
+            # With an engine, its verdict is authoritative by default (engines fold case, know dynamic object
+            # names): the rules then only explain a rejection. Strict mode (rule_check=True) or rules without
+            # an engine flag the action themselves.
+            engine_rejected = env is not None and result.get("error") is not None
+            if not match.ok and (self.rule_check is True or env is None or engine_rejected):
+                invalid = True
+                flags["parameter_error"] = flags["parameter_error"] or not engine_rejected
+                actions = specs.available_actions if isinstance(specs, Script) else specs
+                notes.append(prompts.REFINE_INVALID_ACTION.format(message=match.message or "invalid",
+                                                                  actions=", ".join(actions)))
+        if result.get("error") == "parameter_error" and not format_error:
+            invalid = True
+        done = bool(result.get("done"))
+        if verdict is not None:
+            for flag in ERROR_FLAGS:
+                flags[flag] = flags[flag] or bool(getattr(verdict, flag))
+            if verdict.feedback and any(getattr(verdict, f) for f in ERROR_FLAGS):
+                notes.append(prompts.REFINE_CRITIC_FEEDBACK.format(feedback=verdict.feedback))
+        erroneous = any(flags.values())
+        if erroneous and env is None:
+            done = False  # a flagged finish[...] (e.g. the critic rejects the answer) is refined, not accepted
+        # (with an engine, its own `done` is authoritative: the task is complete whatever the checks say)
+        observation = (result.get("observation") or "").strip()
+        if notes and self.feedback_to_model:
+            observation = "\n".join(x for x in (observation, *notes) if x)
+        observation = observation or "(no observation)"
+        step = state.get("refine_step", 0)
+        turns = list(state.get("refine_turns") or [])
+        # A reply without an action is recorded with its text as the action: the DM flags it, so it trains nothing.
+        action = item.get("action") if not format_error else (" ".join((item.get("raw") or "").split())
+                                                              [:MAX_RECORDED_REPLY] or "(empty reply)")
+        player = Turn(turn=len(turns), role="Player", thought=item.get("thought"), action=action).to_paper()
+        if format_error:
+            player["format_error"] = True  # evaluation counts format errors apart from invalid actions
+        turns.append(player)
+        turns.append(Turn(turn=len(turns), role="DM", observation=observation, task_completed=done, **flags).to_paper())
+        retries = state.get("refine_retries", 0) + 1 if erroneous else 0
+        progress = max(state.get("refine_progress", 0.0), float(result.get("progress") or 0.0))
+        if done and env is None:
+            progress = max(progress, 1.0)
+        answer_message: BaseMessage = (
+            ToolMessage(observation, tool_call_id=item["call"]["id"], name=item["call"]["name"])
+            if item.get("via") == "tool_call" else HumanMessage(observation))
+        update: dict[str, Any] = {
+            "refine_turns": turns, "refine_retries": retries, "refine_progress": progress, "refine_queue": queue,
+            "refine_format_errors": state.get("refine_format_errors", 0) + int(format_error),
+            "refine_invalid_actions": state.get("refine_invalid_actions", 0) + int(invalid),
+            "refine_tool_calls": state.get("refine_tool_calls", 0) + int("call" in item and "final" not in item),
+            "refine_success": done, "refine_messages": [answer_message],
+        }
+        if done and env is None:
+            update["refine_answer"] = (result.get("info") or {}).get("answer")
+        _write({"refine_step": {"step": step, "thought": item.get("thought"), "action": action,
+                                "observation": observation, "flags": [f for f in ERROR_FLAGS if flags[f]],
+                                "done": done, "progress": progress}})
+        if done:
+            return Command(update={**update, "refine_stop_reason": "done"}, goto="finish")
+        if (result.get("info") or {}).get("episode_over"):
+            # The engine ended the episode without success (e.g. a lost game): no further step can help.
+            return Command(update={**update, "refine_stop_reason": "episode_over"}, goto="finish")
+        if erroneous and self.max_retries is not None and retries > self.max_retries:
+            return Command(update={**update, "refine_stop_reason": "max_retries"}, goto="finish")
+        if queue:  # the rest of a parallel batch, in order, each with its own feedback
+            return Command(update=update, goto="execute")
+        if step >= self.max_steps:
+            return Command(update={**update, "refine_stop_reason": "max_steps"}, goto="finish")
+        return Command(update=update, goto="act")
+
+    # -- finish --------------------------------------------------------------------------------------
+
+    def _sample(self, state: RefineState) -> RefinementSample | None:
+        script = Script.model_validate(state["refine_script"])
+        trajectory = Trajectory.model_validate(state.get("refine_turns") or [])
+        if not any(t.is_player for t in trajectory.turns):
+            return None
+        env = self.env
+        sample = sample_from_trajectory(
+            script, trajectory, teacher=self.teacher, source="refine-agent", check=dict(TRACE_CHECK),
+            success=bool(state.get("refine_success")), progress=state.get("refine_progress", 0.0),
+            stop_reason=state.get("refine_stop_reason"), env=getattr(env, "name", None) if env is not None else None,
+            agent=self.name,
+        )
+        if env is None and sample.messages and sample.messages[0].role == "system":
+            sample.messages[0].content = state.get("refine_system") or sample.messages[0].content  # what it saw
+        return sample
+
+    def _outcome(self, state: RefineState, sample: RefinementSample | None) -> dict[str, Any]:
+        steps = int(state.get("refine_step", 0))
+        success, reason = bool(state.get("refine_success")), state.get("refine_stop_reason") or ""
+        progress = float(state.get("refine_progress", 0.0))
+        answer = state.get("refine_answer")
+        if self.env is not None:
+            text = prompts.REFINE_ENV_DONE.format(outcome="success" if success else f"not solved ({reason})",
+                                                  steps=steps, progress=progress)
+        elif success:
+            text = answer or ""
+        else:
+            text = prompts.REFINE_STOPPED.format(reason=reason, steps=steps)
+        stats = {"steps": steps, "format_errors": int(state.get("refine_format_errors", 0)),
+                 "invalid_actions": int(state.get("refine_invalid_actions", 0)),
+                 "tool_calls": int(state.get("refine_tool_calls", 0))}
+        meta = {"success": success, "stop_reason": reason, "progress": progress, **stats,
+                "sample_id": sample.id if sample is not None else None}
+        row = sample.to_dict() if sample is not None else None
+        if row is not None:
+            _write({"refine_trace": row})
+        return {
+            "messages": [AIMessage(text, name=self.name, response_metadata={"agentrefine": meta})],
+            "refine_sample": row, "refine_stats": stats, "refine_task": None,  # a reused thread starts afresh
+        }
+
+    def finish(self, state: RefineState) -> dict[str, Any]:
+        sample = self._sample(state)
+        if sample is not None and self.trace_sink is not None:
+            append_trace(self.trace_sink, sample)
+        return self._outcome(state, sample)
+
+    async def afinish(self, state: RefineState) -> dict[str, Any]:
+        sample = self._sample(state)
+        if sample is not None and self.trace_sink is not None:
+            sink = self.trace_sink
+            if callable(sink) and inspect.iscoroutinefunction(sink):
+                await sink(sample)
+            else:
+                await asyncio.to_thread(append_trace, sink, sample)  # file I/O stays off the event loop
+        return self._outcome(state, sample)
+
+
+# ---------------------------------------------------------------------------------------------- factory
+
+
+def create_refine_agent(
+    model: BaseChatModel | Runnable,
+    *,
+    tools: Sequence[Any] | None = None,
+    env: TextEnv | None = None,
+    action_specs: Script | Mapping[str, ActionSpec | dict] | None = None,
+    critic: Critic | None = None,
+    max_retries: int | None = 3,
+    max_steps: int = 30,
+    trace_sink: TraceSink | None = None,
+    rule_check: bool | None = None,
+    feedback_to_model: bool = True,
+    model_retry: RetryPolicy | None = None,
+    teacher: str | None = None,
+    state_schema: type | None = None,
+    context_schema: type | None = None,
+    name: str = "refine_agent",
+) -> StateGraph:
+    """Build the refine agent: an uncompiled ``StateGraph`` (``compile()`` names it ``name``).
+
+    Exactly one executor: ``env`` (a TextEnv; its script gives the system prompt and the action specs) or
+    ``tools`` (LangChain tools or functions, sync or async; run through LangGraph's ``ToolNode``). The task is
+    ``refine_task`` or the last human message of ``messages``; the final answer is appended to ``messages``.
+    ``action_specs`` adds rule checks in tool mode (or replaces the env's). ``rule_check``: None (default)
+    lets an engine's verdict decide and uses the rules to explain its rejections (without an engine the rules
+    decide); True: a rule failure always flags the step (strict); False: no rule check. ``critic``: a chat
+    model (structured output :class:`CriticVerdict`) or a callable ``f(step) -> CriticVerdict | dict | None``
+    (may be async). ``max_retries``: consecutive erroneous actions allowed before giving up (None: no limit
+    but ``max_steps``, the number of model replies). ``feedback_to_model``: append the rule check / critic
+    feedback to the observation. ``model_retry``: retry policy for transient model errors (default 3
+    attempts on connection errors, timeouts, 429, 5xx). ``state_schema`` (extending :class:`RefineState`) and
+    ``context_schema`` as in langgraph-supervisor: tools see them through ``InjectedState`` / ``ToolRuntime``.
+    """
+    if (env is None) == (tools is None):
+        raise InputError("give exactly one executor: env=TextEnv(...) or tools=[...]", field="env/tools")
+    if max_steps < 1:
+        raise InputError(f"max_steps must be >= 1, got {max_steps}", field="max_steps")
+    tool_list = _as_tools(tools)
+    if tools is not None and not tool_list:
+        raise InputError("tools is empty", field="tools")
+    if state_schema is not None:
+        check_state_schema(state_schema, RefineState, "create_refine_agent")
+    nodes = RefineNodes(model, tools=tool_list, env=env, action_specs=action_specs, critic=critic,
+                        max_retries=max_retries, max_steps=max_steps, trace_sink=trace_sink, rule_check=rule_check,
+                        feedback_to_model=feedback_to_model, teacher=teacher, name=name)
+
+    def node(sync: Callable, asynchronous: Callable, label: str) -> Runnable:
+        return RunnableLambda(sync, afunc=asynchronous, name=label)
+
+    graph = NamedStateGraph(state_schema or RefineState, context_schema, input_schema=RefineInput,
+                            output_schema=RefineOutput, name=name)
+    graph.add_node("start", node(nodes.start, nodes.astart, "start"))
+    graph.add_node("act", node(nodes.act, nodes.aact, "act"),
+                   retry_policy=model_retry or RetryPolicy(max_attempts=3, retry_on=is_transient_error))
+    graph.add_node("execute", node(nodes.execute, nodes.aexecute, "execute"))
+    graph.add_node("feedback", node(nodes.feedback, nodes.afeedback, "feedback"),
+                   destinations=("execute", "act", "finish"))
+    graph.add_node("finish", node(nodes.finish, nodes.afinish, "finish"))
+    graph.add_edge(START, "start")
+    graph.add_edge("start", "act")
+    graph.add_edge("act", "execute")
+    graph.add_edge("execute", "feedback")
+    graph.add_edge("finish", END)
+    return graph
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
@@ -458,6 +761,9 @@ class EpisodeResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+_ROLE_MESSAGE = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+
+
 def run_env_episode(model: BaseChatModel | Runnable, env: TextEnv, *, max_steps: int = 30,
                     config: RunnableConfig | None = None, **kw: Any) -> EpisodeResult:
     """Run the refine agent for one episode of ``env`` (reset included); ends within ``max_steps`` actions.
@@ -468,26 +774,29 @@ def run_env_episode(model: BaseChatModel | Runnable, env: TextEnv, *, max_steps:
     kw.setdefault("max_retries", None)
     graph = create_refine_agent(model, env=env, max_steps=max_steps, **kw).compile()
     run_config: dict[str, Any] = {"recursion_limit": 4 * max_steps + 20, **(config or {})}
-    out = graph.invoke({"refine_step": 0}, run_config)
-    trajectory = Trajectory.model_validate(out.get("refine_turns") or [])
+    out = graph.invoke({}, run_config)
     sample = RefinementSample.model_validate(out["refine_sample"]) if out.get("refine_sample") else None
+    trajectory = sample.trajectory if sample is not None and sample.trajectory is not None else Trajectory(turns=[])
+    stats = out.get("refine_stats") or {}
+    messages = [_ROLE_MESSAGE[m.role](m.content) for m in (sample.messages if sample is not None else [])]
     return EpisodeResult(
         turns=list(trajectory.turns), trajectory=trajectory, success=bool(out.get("refine_success")),
-        progress=float(out.get("refine_progress") or 0.0), steps=int(out.get("refine_step") or 0),
-        messages=list(out.get("refine_messages") or []), sample=sample,
-        format_errors=int(out.get("refine_format_errors") or 0),
-        invalid_actions=int(out.get("refine_invalid_actions") or 0),
-        stop_reason=str(out.get("refine_stop_reason") or ""),
+        progress=float(out.get("refine_progress") or 0.0), steps=int(stats.get("steps") or 0),
+        messages=messages, sample=sample, format_errors=int(stats.get("format_errors") or 0),
+        invalid_actions=int(stats.get("invalid_actions") or 0), stop_reason=str(out.get("refine_stop_reason") or ""),
     )
 
 
 __all__ = [
+    "TRACE_CHECK",
     "CriticVerdict",
     "EpisodeResult",
+    "RefineInput",
+    "RefineNodes",
+    "RefineOutput",
     "RefineState",
     "append_trace",
     "create_refine_agent",
-    "is_transient",
     "run_env_episode",
     "tools_script",
 ]

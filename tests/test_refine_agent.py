@@ -47,12 +47,12 @@ def test_a_failing_tool_call_is_refined_and_the_trace_masks_it(tmp_path: Path) -
 
     assert calls["n"] == 2
     assert out["refine_success"] is True and out["refine_answer"] == "42"
-    assert out["refine_stop_reason"] == "done" and out["refine_step"] == 3
+    assert out["refine_stop_reason"] == "done" and out["refine_stats"]["steps"] == 3
     # The failure went back to the model as its next observation.
     second_prompt = model.calls[1]
     assert isinstance(second_prompt[-1], HumanMessage) and "503 service unavailable" in second_prompt[-1].content
 
-    dm = [t for t in out["refine_turns"] if t["role"] == "DM"]
+    dm = [t for t in out["refine_sample"]["trajectory"] if t["role"] == "DM"]
     assert dm[1]["logic_error"] is True and dm[-1]["task_completed"] is True
 
     samples = list(read_samples(sink))
@@ -79,8 +79,8 @@ def test_an_unparsable_reply_is_a_format_error_fed_back() -> None:
     fetch, _ = flaky_fetch_tool()
     model = scripted("I am not sure.", "Thought: ok\nAction: finish[x]")
     out = create_refine_agent(model, tools=[fetch]).compile().invoke({"refine_task": "t"})
-    assert out["refine_format_errors"] == 1
-    assert out["refine_turns"][2]["parameter_error"] is True
+    assert out["refine_stats"]["format_errors"] == 1
+    assert out["refine_sample"]["trajectory"][2]["parameter_error"] is True
     assert "could not be parsed" in model.calls[1][-1].content
     assert model.calls[1][-2].content == "I am not sure."  # the model sees its own bad reply
 
@@ -89,7 +89,7 @@ def test_unknown_tool_names_are_invalid_actions() -> None:
     fetch, _ = flaky_fetch_tool()
     model = scripted("Thought: a\nAction: browse[u]", "Thought: b\nAction: finish[x]")
     out = create_refine_agent(model, tools=[fetch]).compile().invoke({"refine_task": "t"})
-    assert out["refine_invalid_actions"] == 1
+    assert out["refine_stats"]["invalid_actions"] == 1
     assert "browse is not a valid tool" in model.calls[1][-1].content
 
 
@@ -98,7 +98,7 @@ def test_retries_run_out() -> None:
     model = scripted(*["Thought: a\nAction: nope[x]"] * 3)
     out = create_refine_agent(model, tools=[fetch], max_retries=2).compile().invoke({"refine_task": "t"})
     assert out["refine_stop_reason"] == "max_retries"
-    assert out["refine_step"] == 3 and model.remaining == 0
+    assert out["refine_stats"]["steps"] == 3 and model.remaining == 0
     assert out["refine_success"] is False
 
 
@@ -110,7 +110,7 @@ def test_max_steps_bounds_the_episode() -> None:
 
     model = scripted(*["Thought: a\nAction: noop[x]"] * 4)
     out = create_refine_agent(model, tools=[noop], max_steps=4).compile().invoke({"refine_task": "t"})
-    assert out["refine_stop_reason"] == "max_steps" and out["refine_step"] == 4
+    assert out["refine_stop_reason"] == "max_steps" and out["refine_stats"]["steps"] == 4
 
 
 def test_transient_model_errors_are_retried_by_the_node_policy() -> None:
@@ -135,8 +135,8 @@ def test_an_llm_critic_can_reject_a_step() -> None:
         json.dumps({}),
     )
     out = create_refine_agent(model, tools=[fetch], critic=critic).compile().invoke({"refine_task": "t"})
-    assert out["refine_answer"] == "42" and out["refine_step"] == 2
-    assert out["refine_turns"][2]["logic_error"] is True
+    assert out["refine_answer"] == "42" and out["refine_stats"]["steps"] == 2
+    assert out["refine_sample"]["trajectory"][2]["logic_error"] is True
     assert "You did not look at the page." in model.calls[1][-1].content
 
 
@@ -150,7 +150,7 @@ def test_a_callable_critic() -> None:
 
     model = scripted("Thought: a\nAction: finish[nowhere]", "Thought: b\nAction: finish[here]")
     out = create_refine_agent(model, tools=[fetch], critic=critic).compile().invoke({"refine_task": "t"})
-    assert out["refine_turns"][2]["place_error"] is True and out["refine_answer"] == "here"
+    assert out["refine_sample"]["trajectory"][2]["place_error"] is True and out["refine_answer"] == "here"
     assert seen[0]["action"] == "finish[nowhere]"
 
 
@@ -162,7 +162,7 @@ def test_a_tool_calling_model_works_too() -> None:
         "Thought: done\nAction: finish[ok]",
     )
     out = create_refine_agent(model, tools=[fetch]).compile().invoke({"refine_task": "t"})
-    assert out["refine_turns"][1]["Action"] == "fetch[u]" and calls["n"] == 2
+    assert out["refine_sample"]["trajectory"][1]["Action"] == "fetch[u]" and calls["n"] == 2
 
 
 def test_exactly_one_executor() -> None:

@@ -20,7 +20,9 @@ from agentrefine_lg.errors import InputError
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", help="script / trajectory / sample files (.json or .jsonl)")
     parser.add_argument("--script", help="the script that bare trajectory files (JSON lists of turns) belong to")
-    parser.add_argument("--min-pairs", type=int, default=2, help="required error->refine pairs (default: 2, the paper's)")
+    parser.add_argument("--min-pairs", type=int, default=None,
+                        help="required error->refine pairs (default: 2, the paper's; a record's own 'check' settings, "
+                             "such as a refine-agent trace's, apply unless this is given)")
     parser.add_argument("--json", action="store_true", help="print one JSON report per record")
     parser.add_argument("--quiet", "-q", action="store_true", help="print failures and the total only")
 
@@ -43,8 +45,19 @@ def _load_json(path: str) -> Any:
                          where=f"{path}:{exc.lineno}") from None
 
 
-def check_file(path: str, *, script: Any = None, min_pairs: int = 2):
+def _record_check(record: Mapping[str, Any], min_pairs: int | None) -> dict[str, Any]:
+    """check_trajectory settings for one record: its own ``check`` (refine-agent traces), then the CLI's."""
+    own = record.get("check") if isinstance(record.get("check"), Mapping) else {}
+    settings = {"min_pairs": int(own.get("min_pairs", 2)), "require_completion": bool(own.get("require_completion", True)),
+                "dm_authoritative": bool(own.get("dm_authoritative", False))}
+    if min_pairs is not None:
+        settings["min_pairs"] = min_pairs
+    return settings
+
+
+def check_file(path: str, *, script: Any = None, min_pairs: int | None = None):
     """Yield ``(where, report)`` for every record of one file."""
+    default_pairs = 2 if min_pairs is None else min_pairs
     p = Path(path)
     if not p.exists():
         raise InputError("no such file", where=path)
@@ -56,7 +69,7 @@ def check_file(path: str, *, script: Any = None, min_pairs: int = 2):
         if _is_turn_list(doc):
             if script is None:
                 raise InputError("this is a bare trajectory (a list of turns): pass its script with --script", where=path)
-            yield path, check_trajectory(script, doc, min_pairs=min_pairs)
+            yield path, check_trajectory(script, doc, min_pairs=default_pairs)
             return
     for where, record in iter_records(path):
         if _is_script(record):
@@ -64,9 +77,9 @@ def check_file(path: str, *, script: Any = None, min_pairs: int = 2):
         elif _is_turn_list(record):
             if script is None:
                 raise InputError("a bare trajectory needs its script: pass --script", where=where)
-            yield where, check_trajectory(script, record, min_pairs=min_pairs)
+            yield where, check_trajectory(script, record, min_pairs=default_pairs)
         elif isinstance(record, Mapping) and "script" in record and "trajectory" in record:
-            yield where, check_trajectory(record["script"], record["trajectory"], min_pairs=min_pairs)
+            yield where, check_trajectory(record["script"], record["trajectory"], **_record_check(record, min_pairs))
         else:
             sample = row_to_sample(record, where=where)  # raises InputError naming the field
             report = CheckReport(turns=len(sample.messages))

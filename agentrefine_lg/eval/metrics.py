@@ -43,7 +43,8 @@ def _as_turn(turn: Turn | Mapping[str, Any]) -> Turn:
 def step_outcomes(turns: Sequence[Turn | Mapping[str, Any]]) -> list[tuple[str | None, bool]]:
     """Pair every Player turn with the DM turn that answers it: ``[(action or None, erroneous), ...]``.
 
-    ``action`` is None for a reply without a parsable action (recorded as an empty action).
+    ``action`` is None for a reply without a parsable action (recorded with ``"format_error": true`` and the
+    reply's text as its action, or, in older traces, with an empty action).
     """
     parsed = [_as_turn(t) for t in turns]
     out: list[tuple[str | None, bool]] = []
@@ -51,7 +52,7 @@ def step_outcomes(turns: Sequence[Turn | Mapping[str, Any]]) -> list[tuple[str |
         if not turn.is_player:
             continue
         reply = parsed[i + 1] if i + 1 < len(parsed) and parsed[i + 1].is_dm else None
-        action = (turn.action or "").strip() or None
+        action = None if (turn.model_extra or {}).get("format_error") else ((turn.action or "").strip() or None)
         out.append((action, bool(reply is not None and reply.flagged)))
     return out
 

@@ -1,0 +1,66 @@
+"""One classification of exceptions for the whole package: retry it, turn it into feedback, or raise it.
+
+- **transient** (:func:`is_transient_error`): the same call may succeed later — 429, 5xx, timeouts, dropped
+  connections. Graph nodes retry these with a ``RetryPolicy``; once retries are exhausted they *raise*, so a
+  run stops on an outage instead of booking its work as failed.
+- **fatal** (:func:`is_fatal_error`): configuration and programming errors that every later call would repeat
+  — 401/403/404, a missing API key, ``TypeError``, ``NotImplementedError``, a ``BlockingError`` from
+  ``langgraph dev``. They always raise from the node, never become a "rejected" sample or tool feedback.
+- everything else raised by a *tool* is feedback for the agent (a ``logic_error``); everything else raised by
+  a synthesis role is raised too — only :class:`~agentrefine_lg.llm_roles.MalformedOutputError` (the model's
+  answer stayed unusable) is the persona's fault and counts as a failed attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+_TRANSIENT_STATUS = {408, 409, 425, 429}
+_FATAL_STATUS = {401, 403, 404}
+# Matched by class name so no provider package is needed (openai, httpx, anthropic, langgraph).
+_TRANSIENT_NAMES = {"APITimeoutError", "APIConnectionError", "RateLimitError", "InternalServerError",
+                    "TimeoutException", "ConnectError", "ReadError", "RemoteProtocolError", "NodeTimeoutError",
+                    "ServiceUnavailableError", "OverloadedError", "TransportError"}
+_FATAL_NAMES = {"AuthenticationError", "PermissionDeniedError", "BlockingError", "NotFoundError"}
+_PROGRAMMING = (TypeError, NotImplementedError, AttributeError, NameError, ImportError, SyntaxError,
+                AssertionError, RecursionError)
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status an API error carries (``exc.status_code`` or ``exc.response.status_code``)."""
+    for obj in (exc, getattr(exc, "response", None)):
+        status = getattr(obj, "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """Worth retrying the same call: rate limits (429), server errors (5xx), timeouts, dropped connections.
+    Malformed output and bad requests are not."""
+    from agentrefine_lg.llm_roles import MalformedOutputError
+
+    if isinstance(exc, MalformedOutputError):
+        return False
+    status = status_of(exc)
+    if status is not None:
+        return status in _TRANSIENT_STATUS or status >= 500
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
+        return True
+    return bool({cls.__name__ for cls in type(exc).__mro__} & _TRANSIENT_NAMES)
+
+
+def is_fatal_error(exc: BaseException) -> bool:
+    """Configuration or programming errors that every later call would repeat: raise, never count them."""
+    if status_of(exc) in _FATAL_STATUS:
+        return True
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & _FATAL_NAMES:
+        return True
+    # openai raises OpenAIError("The api_key client option must be set ...") when no key is configured.
+    if "OpenAIError" in names and "api_key" in str(exc):
+        return True
+    return isinstance(exc, _PROGRAMMING)
+
+
+__all__ = ["is_fatal_error", "is_transient_error", "status_of"]
