@@ -11,9 +11,10 @@ backtracking engines can take exponential time on, are refused before they run. 
 from __future__ import annotations
 
 import re._parser as sre_parse  # only to *inspect* the pattern's structure; never used to match
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import regex
 from pydantic import ValidationError
@@ -126,11 +127,7 @@ def _nested_quantifier(items: Any) -> bool:
                 return True
             if _nested_quantifier(body):
                 return True
-        elif op == sre_parse.SUBPATTERN and _nested_quantifier(arg[-1]):
-            return True
-        elif op == sre_parse.BRANCH and any(_nested_quantifier(b) for b in arg[1]):
-            return True
-        elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT) and _nested_quantifier(arg[1]):
+        elif op == sre_parse.SUBPATTERN and _nested_quantifier(arg[-1]) or op == sre_parse.BRANCH and any(_nested_quantifier(b) for b in arg[1]) or op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT) and _nested_quantifier(arg[1]):
             return True
     return False
 

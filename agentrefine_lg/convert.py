@@ -17,8 +17,9 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import ValidationError
 

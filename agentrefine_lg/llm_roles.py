@@ -475,8 +475,7 @@ def llm_teacher(
 
 # ---------------------------------------------------------------------------------------------- errors
 # The classifiers live in agentrefine_lg.failures (one home for the package); re-exported here.
-from agentrefine_lg.failures import is_fatal_error, is_transient_error  # noqa: E402
-
+from agentrefine_lg.failures import is_fatal_error, is_transient_error
 
 __all__ = [
     "LLMDM",

@@ -29,7 +29,7 @@ def check_state_schema(state_schema: Any, base: Any, factory: str) -> None:
 
     try:
         have = set(get_type_hints(state_schema, include_extras=True))
-    except Exception as exc:  # noqa: BLE001 - reported as the user's schema problem
+    except Exception as exc:
         raise TypeError(f"{factory}: state_schema {state_schema!r} is not a TypedDict/dataclass/pydantic model: {exc}") from exc
     missing = sorted(set(get_type_hints(base, include_extras=True)) - have)
     if missing:

@@ -248,7 +248,7 @@ def _plot_data(stats: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     pairs = stats["pairs"] or [0]
-    axes[0].hist(pairs, bins=range(0, max(pairs) + 2), align="left", rwidth=0.8)
+    axes[0].hist(pairs, bins=range(max(pairs) + 2), align="left", rwidth=0.8)
     axes[0].set_xlabel("error->refine pairs per trajectory")
     axes[0].set_ylabel("trajectories")
     kinds = stats["error_kinds"]

@@ -16,7 +16,6 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic.json_schema import SkipJsonSchema
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -25,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 ERROR_FLAGS: tuple[str, ...] = ("parameter_error", "place_error", "logic_error")
 """The DM's three error flags, in the paper's order."""

@@ -15,20 +15,28 @@ so each can be compiled alone or added as a subgraph of a user's app:
 Decision 3 of METHOD.md: every limit is a :class:`SynthesisSettings` field, every retry is counted in state.
 Every rejected attempt is kept as a refinement trace (``synth_traces``) and emitted on
 ``stream_mode="custom"``. Transient LLM errors (429 / 5xx / timeouts) are retried by the node's
-``RetryPolicy``; when retries are exhausted (or the output stays malformed) the node's ``error_handler``
-turns the failure into a counted failed attempt, so one persona's trouble never crashes a batch.
+``RetryPolicy``. Only the *persona's* faults become counted failed attempts: a script or trajectory that fails
+the checks, or a model answer that stays malformed (:class:`~agentrefine_lg.llm_roles.MalformedOutputError`).
+Everything else — retries exhausted on an outage, a 401, a programming error, a blocking call under
+``langgraph dev`` — raises from the node (:mod:`agentrefine_lg.failures`), so a checkpointed thread stops at
+that node and resumes with ``graph.ainvoke(None, config)`` once the cause is fixed.
+
+The graphs are async (the teacher roles are): run them with ``ainvoke`` / ``astream``; a sync ``invoke``
+raises one error saying so. Each run starts with ``begin``, which resets the per-persona counters, so a new
+persona on a reused thread starts afresh. Input and output schemas are declared (:class:`SynthesisInput`,
+:class:`TrajectoryInput`, :class:`SynthesisOutput`): Studio's form shows the persona or the script, not the
+working keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from langchain_core.runnables import RunnableLambda
 from langgraph.config import get_stream_writer
-from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command, RetryPolicy
@@ -36,7 +44,9 @@ from typing_extensions import TypedDict
 
 from agentrefine_lg.checks import CheckReport, Problem, check_script, check_trajectory
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.llm_roles import extract_json, is_fatal_error, is_transient_error
+from agentrefine_lg.failures import is_transient_error
+from agentrefine_lg.llm_roles import MalformedOutputError, extract_json
+from agentrefine_lg.named_graph import NamedStateGraph, check_state_schema
 from agentrefine_lg.roles import DM, Player, ScriptWriter, TrajectoryWriter
 from agentrefine_lg.schema import Script, TokenUsage, Trajectory, Turn, persona_id
 
@@ -97,41 +107,65 @@ class SynthesisSettings:
         )
 
 
-class SynthesisState(TypedDict, total=False):
-    """State of the synthesis graphs. Every key is namespaced ``synth_`` so the graphs nest in a user's app.
+RESET_TRACES = {"reset": True}
+"""A ``synth_traces`` update starting with this marker replaces the list (``begin`` starts a persona afresh)."""
 
-    Input: ``synth_persona`` (script / synthesis graph) or ``synth_script`` (trajectory graph).
-    """
+
+def add_traces(left: list[dict[str, Any]] | None, right: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """``synth_traces`` reducer: append, or replace when the update starts with :data:`RESET_TRACES`."""
+    right = list(right or [])
+    if right and right[0] == RESET_TRACES:
+        return right[1:]
+    return [*(left or []), *right]
+
+
+class SynthesisInput(TypedDict, total=False):
+    """Input of the script and synthesis graphs: the persona that seeds the script."""
+
+    synth_persona: str
+
+
+class TrajectoryInput(TypedDict, total=False):
+    """Input of the trajectory graph: a script in the paper's format."""
+
+    synth_script: dict[str, Any] | None
+
+
+class SynthesisOutput(TypedDict, total=False):
+    """What a run returns: the outcome, the sample, the script and trajectory, every rejected attempt and
+    the counters (:func:`attempts_of`)."""
 
     synth_persona: str
     synth_persona_id: str
-    # script stage
     synth_script: dict[str, Any] | None  # the current script, paper format
-    synth_script_problems: list[str]  # fed to the next write_script
-    synth_script_attempts: int
     synth_script_status: str | None  # 'accepted' | 'rejected'
-    # trajectory stage
     synth_trajectory: list[dict[str, Any]]  # current turns, paper format
-    synth_prefix: int  # turns the current attempt started from
-    synth_trajectory_problems: list[str]  # fed to the next attempt
+    synth_trajectory_status: str | None  # 'accepted' | 'script_rejected' | 'rejected'
+    synth_report: dict[str, Any] | None  # the last check report
+    synth_script_attempts: int
     synth_trajectory_attempts: int  # all trajectory attempts of this persona
-    synth_script_trajectory_attempts: int  # attempts on the current script
-    synth_consecutive_faults: int
     synth_continuations: int
     synth_restarts: int
     synth_refinements: int  # interactive: flagged DM turns answered by the player
-    synth_trajectory_status: str | None  # 'accepted' | 'script_rejected' | 'rejected'
-    synth_report: dict[str, Any] | None  # the last check report
-    # accounting
-    synth_llm_failures: int  # LLM calls that failed for good (retries exhausted, malformed output)
+    synth_llm_failures: int  # model answers that stayed malformed (the persona's fault, counted)
     synth_transient_retries: int  # retried LLM calls (429 / 5xx / timeouts)
     synth_usage: dict[str, dict[str, int]]  # per teacher name: TokenUsage fields
-    synth_decision: str | None  # routing label of the last check
-    synth_traces: Annotated[list[dict[str, Any]], operator.add]  # every rejected attempt
-    # outcome
+    synth_traces: Annotated[list[dict[str, Any]], add_traces]  # every rejected attempt
     synth_status: str | None  # 'accepted' | 'rejected'
     synth_reason: str | None
     synth_sample: dict[str, Any] | None  # RefinementSample.to_dict()
+
+
+class SynthesisState(SynthesisInput, TrajectoryInput, SynthesisOutput, total=False):
+    """State of the synthesis graphs. Every key is namespaced ``synth_`` so the graphs nest in a user's app;
+    the working keys below stay inside the graph."""
+
+    synth_script_problems: list[str]  # fed to the next write_script
+    synth_prefix: int  # turns the current attempt started from
+    synth_trajectory_problems: list[str]  # fed to the next attempt
+    synth_script_trajectory_attempts: int  # attempts on the current script
+    synth_consecutive_faults: int
+    synth_decision: str | None  # routing label of the last check
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -144,6 +178,27 @@ _COUNTERS = ("synth_script_attempts", "synth_trajectory_attempts", "synth_contin
 def _missing_counters(state: SynthesisState) -> dict[str, int]:
     """Zeros for counters not in the state yet, so every run's output has all of them."""
     return {key: 0 for key in _COUNTERS if key not in state}
+
+
+_RESET: dict[str, Any] = {
+    "synth_persona_id": None, "synth_script": None, "synth_script_status": None, "synth_trajectory": [],
+    "synth_trajectory_status": None, "synth_report": None, "synth_status": None, "synth_reason": None,
+    "synth_sample": None, "synth_prefix": 0, "synth_script_trajectory_attempts": 0, "synth_consecutive_faults": 0,
+    "synth_decision": None, "synth_script_problems": [], "synth_trajectory_problems": [], "synth_usage": {},
+}
+
+
+def _fresh(keep: str) -> dict[str, Any]:
+    """A new run's reset: every per-persona key cleared (the run's input ``keep`` excepted), counters zeroed."""
+    update = {key: value for key, value in _RESET.items() if key != keep}
+    update.update({key: 0 for key in _COUNTERS}, synth_traces=[RESET_TRACES])
+    return update
+
+
+def _sync_unsupported(state: Any) -> Any:
+    raise TypeError(
+        "the synthesis graphs are async (the teacher roles are): run them with `await graph.ainvoke(...)` or "
+        "`graph.astream(...)`; sync `invoke`/`stream` are not supported")
 
 
 def _emit(event: dict[str, Any]) -> None:
@@ -240,15 +295,27 @@ class _Nodes:
 
     # -- script stage --------------------------------------------------------------------------------
 
-    async def write_script(self, state: SynthesisState, runtime: Runtime) -> dict[str, Any]:
+    async def begin(self, state: SynthesisState) -> dict[str, Any]:
+        """A new run (persona or script): the input is checked and every per-persona counter starts at 0."""
+        if self.script_writer is not None:
+            if not (state.get("synth_persona") or "").strip():
+                raise InputError("the synthesis graph needs a non-empty 'synth_persona'", field="synth_persona")
+            return _fresh(keep="synth_persona")
+        _script_of(state)  # fail early, clearly, on a missing/invalid script
+        return _fresh(keep="synth_script")
+
+    async def write_script(self, state: SynthesisState, runtime: Runtime) -> Command:
         persona = (state.get("synth_persona") or "").strip()
         if not persona:
             raise InputError("the script graph needs a non-empty 'synth_persona'", field="synth_persona")
-        raw, usage = await self.script_writer.awrite_script(persona, list(state.get("synth_script_problems") or []))
+        try:
+            raw, usage = await self.script_writer.awrite_script(persona, list(state.get("synth_script_problems") or []))
+        except MalformedOutputError as exc:  # the model's answer stayed unusable: a counted failed attempt
+            return self._script_failure(state, exc)
         retries = _retries(runtime)
         if retries:
             _emit({"type": "retry", "node": "write_script", "retries": retries})
-        return {
+        return Command(goto="check_script", update={
             **_missing_counters(state),
             "synth_persona": persona,
             "synth_persona_id": persona_id(persona),
@@ -256,7 +323,7 @@ class _Nodes:
             "synth_script_attempts": state.get("synth_script_attempts", 0) + 1,
             "synth_transient_retries": state.get("synth_transient_retries", 0) + retries,
             "synth_usage": _add_usage(state, self.script_writer.name, usage),
-        }
+        })
 
     async def check_script(self, state: SynthesisState) -> dict[str, Any]:
         raw = state.get("synth_script")
@@ -296,11 +363,8 @@ class _Nodes:
             _emit({"type": "given_up", "stage": "script", "reason": reason})
         return update
 
-    def script_error(self, state: SynthesisState, error: NodeError) -> Command:
-        """write_script failed for good: a counted script attempt, never a crash of the batch."""
-        exc = error.error
-        if is_fatal_error(exc):
-            raise exc
+    def _script_failure(self, state: SynthesisState, exc: MalformedOutputError) -> Command:
+        """The script writer's answer stayed malformed: a counted script attempt (the persona's fault)."""
         attempts = state.get("synth_script_attempts", 0) + 1
         state = {**state, "synth_script_attempts": attempts}
         decision = "retry" if attempts < self.s.max_script_attempts else "give_up"
@@ -308,8 +372,6 @@ class _Nodes:
         update.update(
             synth_script_attempts=attempts,
             synth_llm_failures=state.get("synth_llm_failures", 0) + 1,
-            synth_transient_retries=state.get("synth_transient_retries", 0)
-            + (self.s.llm_max_attempts - 1 if is_transient_error(exc) else 0),
             synth_usage=_add_usage(state, self.script_writer.name, getattr(exc, "usage", None)),
             # The prompt carries script-check problems only: a transport failure is not the model's fault.
             synth_script_problems=list(state.get("synth_script_problems") or []),
@@ -336,11 +398,14 @@ class _Nodes:
         role = last.role if isinstance(last, Turn) else str(last.get("role", "")).lower()
         return "dm" if str(role).lower() == "player" else "player"
 
-    async def write_trajectory(self, state: SynthesisState, runtime: Runtime) -> dict[str, Any]:
+    async def write_trajectory(self, state: SynthesisState, runtime: Runtime) -> Command:
         script = _script_of(state)
         prefix = _turns_of(state)
-        raw, usage = await self.trajectory_writer.awrite_trajectory(
-            script, prefix, list(state.get("synth_trajectory_problems") or []))
+        try:
+            raw, usage = await self.trajectory_writer.awrite_trajectory(
+                script, prefix, list(state.get("synth_trajectory_problems") or []))
+        except MalformedOutputError as exc:
+            return self._trajectory_failure(state, "write_trajectory", exc)
         retries = _retries(runtime)
         if retries:
             _emit({"type": "retry", "node": "write_trajectory", "retries": retries})
@@ -355,39 +420,45 @@ class _Nodes:
                 update["synth_trajectory"] = _dump_turns(prefix)
                 update["synth_trajectory_problems"] = [f"[trajectory/bad_json] the reply is not a JSON list of turns: {exc}"]
                 update["synth_decision"] = "unparsed"
-                return update
+                return Command(goto="verify", update=update)
         if isinstance(raw, dict):
             raw = raw.get("turns", raw.get("trajectory", raw.get("Trajectory", raw)))
         if not isinstance(raw, list):
             update["synth_trajectory"] = _dump_turns(prefix)
             update["synth_trajectory_problems"] = [f"[trajectory/bad_json] expected a JSON list of turns, got {type(raw).__name__}"]
             update["synth_decision"] = "unparsed"
-            return update
+            return Command(goto="verify", update=update)
         # The writer may return the whole trajectory (prefix repeated) or only the continuation.
         whole = not prefix or (raw and _same_turn(raw[0], prefix[0]))
         turns = raw if whole else [*(t.to_paper() for t in prefix), *raw]
         update["synth_trajectory"] = [t.to_paper() if isinstance(t, Turn) else t for t in turns]
         update["synth_decision"] = None
-        return update
+        return Command(goto="verify", update=update)
 
-    async def player_node(self, state: SynthesisState, runtime: Runtime) -> dict[str, Any]:
+    async def player_node(self, state: SynthesisState, runtime: Runtime) -> Command:
         turns = _turns_of(state)
-        turn, usage = await self.player.aact(_script_of(state), turns)
+        try:
+            turn, usage = await self.player.aact(_script_of(state), turns)
+        except MalformedOutputError as exc:
+            return self._trajectory_failure(state, "player", exc)
         turn = turn if isinstance(turn, Turn) else Turn.model_validate(turn)
         retries = _retries(runtime)
         if retries:
             _emit({"type": "retry", "node": "player", "retries": retries})
         refined = bool(turns and turns[-1].is_dm and turns[-1].flagged)
-        return {
+        return Command(goto="dm", update={
             "synth_trajectory": _dump_turns([*turns, turn]),
             "synth_refinements": state.get("synth_refinements", 0) + int(refined),
             "synth_transient_retries": state.get("synth_transient_retries", 0) + retries,
             "synth_usage": _add_usage(state, self.player.name, usage),
-        }
+        })
 
-    async def dm_node(self, state: SynthesisState, runtime: Runtime) -> dict[str, Any]:
+    async def dm_node(self, state: SynthesisState, runtime: Runtime) -> Command:
         turns = _turns_of(state)
-        turn, usage = await self.dm.arespond(_script_of(state), turns)
+        try:
+            turn, usage = await self.dm.arespond(_script_of(state), turns)
+        except MalformedOutputError as exc:
+            return self._trajectory_failure(state, "dm", exc)
         turn = turn if isinstance(turn, Turn) else Turn.model_validate(turn)
         retries = _retries(runtime)
         if retries:
@@ -397,15 +468,12 @@ class _Nodes:
             decision = "verify"
         else:
             decision = "refine" if turn.flagged else "act"
-        return {
+        return Command(goto="verify" if decision == "verify" else "player", update={
             "synth_trajectory": _dump_turns(turns),
             "synth_decision": decision,
             "synth_transient_retries": state.get("synth_transient_retries", 0) + retries,
             "synth_usage": _add_usage(state, self.dm.name, usage),
-        }
-
-    def route_dm(self, state: SynthesisState) -> str:
-        return state.get("synth_decision") or "act"
+        })
 
     async def verify(self, state: SynthesisState) -> dict[str, Any]:
         script = _script_of(state)
@@ -477,16 +545,13 @@ class _Nodes:
     def route_verify(self, state: SynthesisState) -> str:
         return state.get("synth_decision") or "give_up"
 
-    def trajectory_error(self, state: SynthesisState, error: NodeError) -> Command:
-        """write_trajectory / player / dm failed for good: a counted failed trajectory attempt."""
-        exc = error.error
-        if is_fatal_error(exc):
-            raise exc
-        role = {"write_trajectory": self.trajectory_writer, "player": self.player, "dm": self.dm}.get(error.node)
+    def _trajectory_failure(self, state: SynthesisState, node: str, exc: MalformedOutputError) -> Command:
+        """write_trajectory / player / dm answered malformed for good: a counted failed trajectory attempt."""
+        role = {"write_trajectory": self.trajectory_writer, "player": self.player, "dm": self.dm}.get(node)
         attempts = state.get("synth_trajectory_attempts", 0) + 1
         per_script = state.get("synth_script_trajectory_attempts", 0) + 1
         state = {**state, "synth_trajectory_attempts": attempts, "synth_script_trajectory_attempts": per_script}
-        problem = f"[llm] {error.node} failed: {_failure_message(exc)}"
+        problem = f"[llm] {node} failed: {_failure_message(exc)}"
         # Interactive turns so far are kept up to their verified prefix; one-shot keeps its start prefix.
         prefix = state.get("synth_prefix", 0)
         if self.mode == "interactive":
@@ -497,8 +562,6 @@ class _Nodes:
         update.update(
             synth_trajectory_attempts=attempts, synth_script_trajectory_attempts=per_script,
             synth_llm_failures=state.get("synth_llm_failures", 0) + 1,
-            synth_transient_retries=state.get("synth_transient_retries", 0)
-            + (self.s.llm_max_attempts - 1 if is_transient_error(exc) else 0),
         )
         if role is not None:
             update["synth_usage"] = _add_usage(state, role.name, getattr(exc, "usage", None))
@@ -553,12 +616,18 @@ def attempts_of(state: SynthesisState) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------- wiring
 
 
+def _add_begin(builder: StateGraph, nodes: _Nodes, first: str) -> None:
+    # Sync invoke reaches `begin` first and gets one clear error; async runs reset the persona's counters.
+    builder.add_node("begin", RunnableLambda(_sync_unsupported, afunc=nodes.begin, name="begin"))
+    builder.add_edge(START, "begin")
+    builder.add_edge("begin", first)
+
+
 def _add_script_nodes(builder: StateGraph, nodes: _Nodes, *, accept: str) -> None:
     s = nodes.s
-    builder.add_node("write_script", nodes.write_script, retry_policy=s.retry_policy(),
-                     error_handler=nodes.script_error, timeout=s.llm_timeout)
+    builder.add_node("write_script", nodes.write_script, retry_policy=s.retry_policy(), timeout=s.llm_timeout,
+                     destinations=("check_script", "write_script", END))
     builder.add_node("check_script", nodes.check_script)
-    builder.add_edge("write_script", "check_script")
     builder.add_conditional_edges("check_script", nodes.route_script,
                                   {"accept": accept, "retry": "write_script", "give_up": END})
 
@@ -568,26 +637,32 @@ def _add_trajectory_nodes(builder: StateGraph, nodes: _Nodes, *, accept: str, ne
     policy = s.retry_policy()
     builder.add_node("begin_trajectory", nodes.begin_trajectory)
     builder.add_node("verify", nodes.verify)
+    resume = "write_trajectory" if nodes.mode == "one_shot" else "next_turn"
+    # Where a counted failure (a malformed answer) goes: continue / restart, a new script, or the end.
+    failed = tuple(dict.fromkeys([resume, new_script, END]))
     if nodes.mode == "one_shot":
-        builder.add_node("write_trajectory", nodes.write_trajectory, retry_policy=policy,
-                         error_handler=nodes.trajectory_error, timeout=s.llm_timeout)
+        builder.add_node("write_trajectory", nodes.write_trajectory, retry_policy=policy, timeout=s.llm_timeout,
+                         destinations=tuple(dict.fromkeys(["verify", *failed])))
         builder.add_edge("begin_trajectory", "write_trajectory")
-        builder.add_edge("write_trajectory", "verify")
-        resume = "write_trajectory"
     else:
         builder.add_node("next_turn", _passthrough)  # routes a continuation to whoever acts next
-        builder.add_node("player", nodes.player_node, retry_policy=policy, error_handler=nodes.trajectory_error,
-                         timeout=s.llm_timeout)
-        builder.add_node("dm", nodes.dm_node, retry_policy=policy, error_handler=nodes.trajectory_error,
-                         timeout=s.llm_timeout)
+        builder.add_node("player", nodes.player_node, retry_policy=policy, timeout=s.llm_timeout,
+                         destinations=tuple(dict.fromkeys(["dm", *failed])))
+        builder.add_node("dm", nodes.dm_node, retry_policy=policy, timeout=s.llm_timeout,
+                         destinations=tuple(dict.fromkeys(["player", "verify", *failed])))
         builder.add_edge("begin_trajectory", "dm")  # the DM opens the scene
         builder.add_conditional_edges("next_turn", nodes.next_actor, {"player": "player", "dm": "dm"})
-        builder.add_edge("player", "dm")
-        builder.add_conditional_edges("dm", nodes.route_dm, {"refine": "player", "act": "player", "verify": "verify"})
-        resume = "next_turn"
     builder.add_conditional_edges("verify", nodes.route_verify, {
         "accept": accept, "continue": resume, "restart": resume, "new_script": new_script, "give_up": END,
     })
+
+
+def _builder(state_schema: type | None, context_schema: type | None, input_schema: type, name: str,
+             factory: str) -> NamedStateGraph:
+    if state_schema is not None:
+        check_state_schema(state_schema, SynthesisState, factory)
+    return NamedStateGraph(state_schema or SynthesisState, context_schema, input_schema=input_schema,
+                           output_schema=SynthesisOutput, name=name)
 
 
 async def _passthrough(state: SynthesisState) -> dict[str, Any]:
@@ -616,7 +691,8 @@ def _trajectory_roles(roles: Any, mode: Mode) -> tuple[TrajectoryWriter | None, 
 
 
 def create_script_graph(writer: ScriptWriter, *, settings: SynthesisSettings | None = None,
-                        **overrides: Any) -> StateGraph:
+                        state_schema: type | None = None, context_schema: type | None = None,
+                        name: str = "synthesis_script", **overrides: Any) -> StateGraph:
     """persona -> ``write_script`` -> ``check_script`` -> accept | retry with the problems | give up.
 
     Input ``{"synth_persona": text}``; output ``synth_script`` (paper format) and ``synth_script_status``.
@@ -625,14 +701,16 @@ def create_script_graph(writer: ScriptWriter, *, settings: SynthesisSettings | N
     s = SynthesisSettings.build(settings, **overrides)
     _check_role(writer, "awrite_script", "the script writer")
     nodes = _Nodes(s, script_writer=writer)
-    builder = StateGraph(SynthesisState)
+    builder = _builder(state_schema, context_schema, SynthesisInput, name, "create_script_graph")
+    _add_begin(builder, nodes, "write_script")
     _add_script_nodes(builder, nodes, accept=END)
-    builder.add_edge(START, "write_script")
     return builder
 
 
 def create_trajectory_graph(writer_or_roles: TrajectoryWriter | tuple[Player, DM], *, mode: Mode = "one_shot",
-                            settings: SynthesisSettings | None = None, **overrides: Any) -> StateGraph:
+                            settings: SynthesisSettings | None = None, state_schema: type | None = None,
+                            context_schema: type | None = None, name: str = "synthesis_trajectory",
+                            **overrides: Any) -> StateGraph:
     """script -> trajectory -> ``verify`` -> accept | continue | restart | give the script up.
 
     ``mode="one_shot"`` (the paper): ``writer_or_roles`` is a TrajectoryWriter. ``mode="interactive"``:
@@ -643,15 +721,16 @@ def create_trajectory_graph(writer_or_roles: TrajectoryWriter | tuple[Player, DM
     s = SynthesisSettings.build(settings, **overrides)
     writer, player, dm = _trajectory_roles(writer_or_roles, mode)
     nodes = _Nodes(s, trajectory_writer=writer, player=player, dm=dm, mode=mode)
-    builder = StateGraph(SynthesisState)
+    builder = _builder(state_schema, context_schema, TrajectoryInput, name, "create_trajectory_graph")
+    _add_begin(builder, nodes, "begin_trajectory")
     _add_trajectory_nodes(builder, nodes, accept=END, new_script=END)
-    builder.add_edge(START, "begin_trajectory")
     return builder
 
 
 def create_synthesis_graph(script_writer: ScriptWriter, trajectory_roles: TrajectoryWriter | tuple[Player, DM], *,
                            mode: Mode = "one_shot", settings: SynthesisSettings | None = None,
-                           **overrides: Any) -> StateGraph:
+                           state_schema: type | None = None, context_schema: type | None = None,
+                           name: str = "synthesis", **overrides: Any) -> StateGraph:
     """The whole pipeline for one persona, ending in ``synth_sample`` (a RefinementSample as a dict).
 
     ``trajectory_roles``: a TrajectoryWriter (``mode="one_shot"``) or ``(player, dm)`` (``"interactive"``).
@@ -663,11 +742,11 @@ def create_synthesis_graph(script_writer: ScriptWriter, trajectory_roles: Trajec
     writer, player, dm = _trajectory_roles(trajectory_roles, mode)
     nodes = _Nodes(s, script_writer=script_writer, trajectory_writer=writer, player=player, dm=dm, mode=mode,
                    in_pipeline=True)
-    builder = StateGraph(SynthesisState)
+    builder = _builder(state_schema, context_schema, SynthesisInput, name, "create_synthesis_graph")
+    _add_begin(builder, nodes, "write_script")
     _add_script_nodes(builder, nodes, accept="begin_trajectory")
     _add_trajectory_nodes(builder, nodes, accept="finalize", new_script="write_script")
     builder.add_node("finalize", nodes.finalize)
-    builder.add_edge(START, "write_script")
     builder.add_edge("finalize", END)
     return builder
 
@@ -676,12 +755,16 @@ def recursion_limit(settings: SynthesisSettings | None = None, mode: Mode = "one
     """A LangGraph ``recursion_limit`` that the settings' own limits can never hit first."""
     s = settings or SynthesisSettings()
     per_trajectory = (s.max_turns + 4) if mode == "interactive" else 3
-    return 20 + s.max_script_attempts * (3 + s.max_trajectory_attempts * per_trajectory)
+    return 22 + s.max_script_attempts * (3 + s.max_trajectory_attempts * per_trajectory)
 
 
 __all__ = [
+    "SynthesisInput",
+    "SynthesisOutput",
     "SynthesisSettings",
     "SynthesisState",
+    "TrajectoryInput",
+    "add_traces",
     "attempts_of",
     "create_script_graph",
     "create_synthesis_graph",

@@ -19,6 +19,7 @@ from fake_synthesis_models import (
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
+from agentrefine_lg.llm_roles import MalformedOutputError
 from agentrefine_lg.synthesis import (
     SynthesisSettings,
     create_script_graph,
@@ -285,34 +286,92 @@ def test_transient_llm_errors_are_retried_and_counted():
     assert sorted(e["node"] for e in events if e["type"] == "retry") == ["write_script", "write_trajectory"]
 
 
-def test_exhausted_llm_call_becomes_a_counted_failure_not_a_crash():
-    scripts = ScriptedWriter([HTTPStatusError(500)] * 2 + [script_fixture()])
-    trajectories = ScriptedWriter([ValueError("model returned garbage"), trajectory_fixture()])
-    graph = create_synthesis_graph(scripts, trajectories, llm_max_attempts=2, **FAST).compile()
+def test_a_malformed_model_answer_is_a_counted_failure_of_the_persona():
+    bad = MalformedOutputError("no JSON object in the reply")
+    scripts = ScriptedWriter([bad, script_fixture()])
+    trajectories = ScriptedWriter([MalformedOutputError("still not a list of turns"), trajectory_fixture()])
+    graph = create_synthesis_graph(scripts, trajectories, **FAST).compile()
     final, _ = run(graph, {"synth_persona": PERSONA})
     assert final["synth_status"] == "accepted"
     assert final["synth_llm_failures"] == 2
-    assert final["synth_script_attempts"] == 2  # the failed call counts as a script attempt
+    assert final["synth_script_attempts"] == 2  # the malformed answer counts as a script attempt
     assert final["synth_trajectory_attempts"] == 2
-    assert final["synth_transient_retries"] == 1  # the 500s: 2 tries, 1 retry; ValueError is not retried
     blames = [(t["stage"], t["blame"]) for t in final["synth_traces"]]
     assert blames == [("script", "llm"), ("trajectory", "llm")]
-    assert "HTTPStatusError" in final["synth_traces"][0]["problems"][0]
+    assert "MalformedOutputError" in final["synth_traces"][0]["problems"][0]
 
 
-def test_exhausted_llm_calls_end_in_a_rejection_when_attempts_run_out():
-    scripts = ScriptedWriter([HTTPStatusError(502)] * 4)
-    graph = create_synthesis_graph(scripts, ScriptedWriter([]), max_script_attempts=2, llm_max_attempts=2, **FAST).compile()
+def test_malformed_answers_end_in_a_rejection_when_attempts_run_out():
+    scripts = ScriptedWriter([MalformedOutputError("garbage")] * 2)
+    graph = create_synthesis_graph(scripts, ScriptedWriter([]), max_script_attempts=2, **FAST).compile()
     final, _ = run(graph, {"synth_persona": PERSONA})
     assert final["synth_status"] == "rejected"
     assert final["synth_llm_failures"] == 2
 
 
-def test_authentication_errors_stop_the_run():
-    scripts = ScriptedWriter([HTTPStatusError(401, "invalid api key")])
-    graph = create_synthesis_graph(scripts, ScriptedWriter([])).compile()
-    with pytest.raises(HTTPStatusError, match="401"):
+@pytest.mark.parametrize("error", [
+    HTTPStatusError(401, "invalid api key"),
+    TypeError("awrite_script() takes 2 positional arguments but 3 were given"),
+    NotImplementedError("no async support"),
+    ValueError("a bug in the role"),
+], ids=["401", "TypeError", "NotImplementedError", "ValueError"])
+def test_configuration_and_programming_errors_raise_from_the_node(error):
+    graph = create_synthesis_graph(ScriptedWriter([error]), ScriptedWriter([])).compile()
+    with pytest.raises(type(error)):
         run(graph, {"synth_persona": PERSONA})
+
+
+def test_an_outage_outlasting_the_retries_raises_and_the_thread_resumes_once_fixed():
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    scripts = ScriptedWriter([HTTPStatusError(503)] * 2 + [script_fixture()])
+    graph = create_synthesis_graph(scripts, ScriptedWriter([trajectory_fixture()]), llm_max_attempts=2,
+                                   **FAST).compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t1"}, "recursion_limit": recursion_limit()}
+
+    async def go():
+        with pytest.raises(HTTPStatusError, match="503"):
+            await graph.ainvoke({"synth_persona": PERSONA}, config)
+        assert (await graph.aget_state(config)).next == ("write_script",)  # stopped at the failing node
+        return await graph.ainvoke(None, config)  # the endpoint is back: resume where it stopped
+
+    final = asyncio.run(go())
+    assert final["synth_status"] == "accepted"
+    assert final["synth_llm_failures"] == 0 and final["synth_script_attempts"] == 1
+
+
+def test_sync_invoke_says_to_use_ainvoke():
+    graph = create_synthesis_graph(ScriptedWriter([script_fixture()]), ScriptedWriter([])).compile()
+    with pytest.raises(TypeError, match="ainvoke"):
+        graph.invoke({"synth_persona": PERSONA})
+
+
+def test_a_new_persona_on_a_reused_thread_starts_with_fresh_counters():
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    scripts = ScriptedWriter(['{"Environment": ', script_fixture(), script_fixture()])
+    trajectories = ScriptedWriter([trajectory_fixture(), trajectory_fixture()])
+    graph = create_synthesis_graph(scripts, trajectories, **FAST).compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "reused"}, "recursion_limit": recursion_limit()}
+
+    async def go():
+        first = await graph.ainvoke({"synth_persona": PERSONA}, config)
+        second = await graph.ainvoke({"synth_persona": "A marine biologist cataloguing reef fish."}, config)
+        return first, second
+
+    first, second = asyncio.run(go())
+    assert first["synth_script_attempts"] == 2 and len(first["synth_traces"]) == 1
+    assert second["synth_status"] == "accepted"
+    assert second["synth_script_attempts"] == 1 and second["synth_traces"] == []
+    assert second["synth_sample"]["persona"].startswith("A marine biologist")
+
+
+def test_studio_forms_show_the_input_not_the_working_keys():
+    graph = create_synthesis_graph(ScriptedWriter([]), ScriptedWriter([])).compile()
+    assert set(graph.get_input_jsonschema()["properties"]) == {"synth_persona"}
+    trajectory = create_trajectory_graph(ScriptedWriter([])).compile()
+    assert set(trajectory.get_input_jsonschema()["properties"]) == {"synth_script"}
+    assert graph.name == "synthesis" and "synth_prefix" not in graph.get_output_jsonschema()["properties"]
 
 
 def test_settings_are_validated():

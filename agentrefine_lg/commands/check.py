@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from agentrefine_lg.checks import CheckReport, check_script, check_trajectory
 from agentrefine_lg.convert import iter_records, row_to_sample

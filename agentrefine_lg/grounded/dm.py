@@ -17,6 +17,7 @@ checkpoint resume, a retry or a different process.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from dataclasses import dataclass, field
@@ -218,7 +219,9 @@ class GroundedDM:
         return turn
 
     async def arespond(self, script: Script, history: list[Turn]) -> tuple[Turn, TokenUsage]:
-        return self.respond(script, history), TokenUsage()
+        # The engine loads game files and steps a game: blocking work, kept off the event loop (langgraph dev
+        # refuses blocking calls in async nodes).
+        return await asyncio.to_thread(self.respond, script, history), TokenUsage()
 
 
 class TextWorldEnv(TextEnv):

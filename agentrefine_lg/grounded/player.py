@@ -19,6 +19,7 @@ stateless per call.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import string
@@ -340,7 +341,8 @@ class GroundedPlayer:
         return None
 
     async def aact(self, script: Script, history: list[Turn]) -> tuple[Turn, TokenUsage]:
-        return self.act(script, history), TokenUsage()
+        # Choosing a mistake probes the engine (blocking): off the event loop, as the DM does.
+        return await asyncio.to_thread(self.act, script, history), TokenUsage()
 
 
 __all__ = [
