@@ -354,7 +354,9 @@ def _parse_turns(trajectory: Trajectory | list | str) -> tuple[list[Turn], list[
 
 def _given_keys(turn: Turn) -> set[str]:
     """Paper keys present on the turn (given in the raw JSON, or set when built in Python)."""
-    keys = {Turn.model_fields[name].alias or name for name in turn.model_fields_set}
+    # model_fields_set also lists extra keys (e.g. a recorded turn's "format_error"): those are their own names.
+    keys = {(Turn.model_fields[name].alias or name) if name in Turn.model_fields else name
+            for name in turn.model_fields_set}
     return keys | set(turn.model_extra or {})
 
 

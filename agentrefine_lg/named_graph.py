@@ -36,4 +36,21 @@ def check_state_schema(state_schema: Any, base: Any, factory: str) -> None:
         raise TypeError(f"{factory}: state_schema must extend {base.__name__}; it lacks {missing}")
 
 
-__all__ = ["NamedStateGraph", "check_state_schema"]
+def with_user_keys(public: Any, state_schema: Any | None, base: Any) -> Any:
+    """``public`` (an input or output schema) plus the keys a custom ``state_schema`` adds to ``base``:
+    a user's own keys flow in from, and back to, the parent app; our working keys stay private."""
+    from typing import get_type_hints
+
+    from typing_extensions import TypedDict
+
+    if state_schema is None:
+        return public
+    ours = set(get_type_hints(base, include_extras=True))
+    extra = {k: v for k, v in get_type_hints(state_schema, include_extras=True).items() if k not in ours}
+    if not extra:
+        return public
+    fields = {**get_type_hints(public, include_extras=True), **extra}
+    return TypedDict(f"{getattr(state_schema, '__name__', 'State')}{public.__name__}", fields, total=False)  # type: ignore[operator]
+
+
+__all__ = ["NamedStateGraph", "check_state_schema", "with_user_keys"]

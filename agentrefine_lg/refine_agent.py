@@ -75,7 +75,7 @@ from agentrefine_lg.convert import format_assistant, sample_from_trajectory, sys
 from agentrefine_lg.env import StepResult, TextEnv
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.failures import is_fatal_error, is_transient_error
-from agentrefine_lg.named_graph import NamedStateGraph, check_state_schema
+from agentrefine_lg.named_graph import NamedStateGraph, check_state_schema, with_user_keys
 from agentrefine_lg.schema import ERROR_FLAGS, ActionSpec, RefinementSample, Script, Trajectory, Turn
 
 TraceSink = str | os.PathLike | Callable[[RefinementSample], Any]
@@ -724,8 +724,9 @@ def create_refine_agent(
     def node(sync: Callable, asynchronous: Callable, label: str) -> Runnable:
         return RunnableLambda(sync, afunc=asynchronous, name=label)
 
-    graph = NamedStateGraph(state_schema or RefineState, context_schema, input_schema=RefineInput,
-                            output_schema=RefineOutput, name=name)
+    graph = NamedStateGraph(state_schema or RefineState, context_schema,
+                            input_schema=with_user_keys(RefineInput, state_schema, RefineState),
+                            output_schema=with_user_keys(RefineOutput, state_schema, RefineState), name=name)
     graph.add_node("start", node(nodes.start, nodes.astart, "start"))
     graph.add_node("act", node(nodes.act, nodes.aact, "act"),
                    retry_policy=model_retry or RetryPolicy(max_attempts=3, retry_on=is_transient_error))

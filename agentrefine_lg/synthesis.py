@@ -46,7 +46,7 @@ from agentrefine_lg.checks import CheckReport, Problem, check_script, check_traj
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.failures import is_transient_error
 from agentrefine_lg.llm_roles import MalformedOutputError, extract_json
-from agentrefine_lg.named_graph import NamedStateGraph, check_state_schema
+from agentrefine_lg.named_graph import NamedStateGraph, check_state_schema, with_user_keys
 from agentrefine_lg.roles import DM, Player, ScriptWriter, TrajectoryWriter
 from agentrefine_lg.schema import Script, TokenUsage, Trajectory, Turn, persona_id
 
@@ -661,8 +661,9 @@ def _builder(state_schema: type | None, context_schema: type | None, input_schem
              factory: str) -> NamedStateGraph:
     if state_schema is not None:
         check_state_schema(state_schema, SynthesisState, factory)
-    return NamedStateGraph(state_schema or SynthesisState, context_schema, input_schema=input_schema,
-                           output_schema=SynthesisOutput, name=name)
+    return NamedStateGraph(state_schema or SynthesisState, context_schema,
+                           input_schema=with_user_keys(input_schema, state_schema, SynthesisState),
+                           output_schema=with_user_keys(SynthesisOutput, state_schema, SynthesisState), name=name)
 
 
 async def _passthrough(state: SynthesisState) -> dict[str, Any]:

@@ -7,7 +7,8 @@ The model is the served tuned model (``agentrefine serve``), from environment va
 built-ins (``calculator``, ``word_count``) so the graph runs out of the box. ``AGENTREFINE_TRACES``: a JSONL
 path that collects every episode as refinement-tuning data. ``AGENTREFINE_MAX_STEPS`` / ``_MAX_RETRIES``.
 
-Input: ``{"refine_task": "..."}``; stream with ``stream_mode="custom"`` to watch each step and the trace.
+Input: ``{"messages": [{"role": "user", "content": "..."}]}`` (or ``{"refine_task": "..."}``); the answer is
+appended to ``messages``. Stream with ``stream_mode="custom"`` to watch each step and the trace.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def build_graph():
         max_steps=int(os.environ.get("AGENTREFINE_MAX_STEPS") or 30),
         max_retries=int(retries) if retries else 3,
         trace_sink=os.environ.get("AGENTREFINE_TRACES") or None,
-    ).compile(name="agentrefine-refine-agent")
+        name="refine_agent",
+    ).compile()
 
 
 graph = build_graph()

@@ -26,7 +26,8 @@ def test_langgraph_json_is_valid_for_the_cli():
 
 
 def _load_graphs(monkeypatch, **env):
-    for key in ("AGENTREFINE_TEACHER", "AGENTREFINE_BASE_URL", "AGENTREFINE_MODEL", "AGENTREFINE_MODE", "AGENTREFINE_SETTINGS"):
+    for key in ("AGENTREFINE_TEACHER", "AGENTREFINE_TEACHER_BASE_URL", "AGENTREFINE_TEACHER_MODEL", "AGENTREFINE_MODE",
+                "AGENTREFINE_SETTINGS"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -37,7 +38,7 @@ def _load_graphs(monkeypatch, **env):
 
 def test_synthesis_graphs_build_from_an_openai_compatible_server(monkeypatch):
     # Constructing the client does not contact the server.
-    module = _load_graphs(monkeypatch, AGENTREFINE_BASE_URL="http://127.0.0.1:9/v1", AGENTREFINE_MODEL="m",
+    module = _load_graphs(monkeypatch, AGENTREFINE_TEACHER_BASE_URL="http://127.0.0.1:9/v1", AGENTREFINE_TEACHER_MODEL="m",
                           AGENTREFINE_SETTINGS=json.dumps({"min_pairs": 3}))
     assert module.teacher.mode == "one_shot" and module.settings.min_pairs == 3
     assert {"write_script", "check_script", "write_trajectory", "verify", "finalize"} <= set(module.graph.nodes)
@@ -47,7 +48,7 @@ def test_synthesis_graphs_build_from_an_openai_compatible_server(monkeypatch):
 
 
 def test_interactive_mode_from_env(monkeypatch):
-    module = _load_graphs(monkeypatch, AGENTREFINE_BASE_URL="http://127.0.0.1:9/v1", AGENTREFINE_MODEL="m",
+    module = _load_graphs(monkeypatch, AGENTREFINE_TEACHER_BASE_URL="http://127.0.0.1:9/v1", AGENTREFINE_TEACHER_MODEL="m",
                           AGENTREFINE_MODE="interactive")
     assert {"player", "dm", "next_turn", "verify"} <= set(module.graph.nodes)
 
