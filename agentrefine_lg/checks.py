@@ -432,7 +432,8 @@ def check_trajectory(
             if answer is None:
                 continue
             if dm_authoritative:
-                if (not match.ok and not flagged) or (match.ok and answer.parameter_error):
+                # A template without slots (a tool's) cannot judge arguments: the tool's rejection is no disagreement.
+                if (not match.ok and not flagged) or (match.ok and match.values and answer.parameter_error):
                     report.warnings.append(f"turn {i}: the executor and the rules disagree on {turn.action!r}")
                 continue
             if not match.ok and not flagged:

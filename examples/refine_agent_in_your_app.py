@@ -1,9 +1,10 @@
 """Add the refine agent to an existing LangGraph app as a subgraph.
 
-A small support-desk app: ``triage`` turns a ticket into a task, the refine agent works it with the app's
-tools (refining after every failed call), ``reply`` writes the answer. The subgraph shares only its
-``refine_*`` keys with the app's state, so it drops in as one node. Every episode is appended to a JSONL
-trace that ``python -m training.sft --data`` trains on directly.
+A small support-desk app over ``MessagesState``: ``triage`` turns a ticket into a request, the refine agent
+works it with the app's tools (refining after every failed call) and appends its answer to ``messages``,
+``reply`` writes the customer reply. The agent keeps its working keys to itself, so it drops in as one node.
+Every episode is appended to a JSONL trace that ``agentrefine check`` accepts and ``python -m training.sft
+--data`` trains on directly.
 
     python examples/refine_agent_in_your_app.py [--traces runs/traces.jsonl] [--episodes 3]
 
@@ -15,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TypedDict
 
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import ToolException, tool
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, START, MessagesState, StateGraph
 
-from agentrefine_lg.chat_model import chat_model
-from agentrefine_lg.refine_agent import create_refine_agent
+from agentrefine_lg import chat_model, create_refine_agent
 
 ORDERS = {1042: "shipped on 3 May, parcel DE-77", 1043: "waiting for stock"}
 
@@ -42,12 +41,9 @@ def refund_policy() -> str:
     return "Refunds within 30 days of delivery."
 
 
-class DeskState(TypedDict, total=False):
+class DeskState(MessagesState, total=False):
     ticket: str
     reply: str
-    refine_task: str  # the refine agent's input ...
-    refine_answer: str | None  # ... and outputs: shared keys, nothing else of the subgraph leaks in
-    refine_success: bool
 
 
 def stand_in_model():
@@ -60,12 +56,18 @@ def stand_in_model():
 
 
 def build_app(model, traces: str | None):
-    refine = create_refine_agent(model, tools=[lookup_order, refund_policy], max_steps=8, trace_sink=traces)
+    refine = create_refine_agent(model, tools=[lookup_order, refund_policy], max_steps=8, trace_sink=traces,
+                                 name="desk_agent")
+
+    def reply(state: DeskState) -> dict:
+        answer = state["messages"][-1]  # the agent's answer, an AIMessage named "desk_agent"
+        ok = answer.response_metadata["agentrefine"]["success"]
+        return {"reply": answer.content if ok else "We will get back to you (escalated to a human)."}
+
     app = StateGraph(DeskState)
-    app.add_node("triage", lambda s: {"refine_task": f"Answer this customer ticket: {s['ticket']}"})
+    app.add_node("triage", lambda s: {"messages": [HumanMessage(f"Answer this customer ticket: {s['ticket']}")]})
     app.add_node("refine", refine.compile())
-    app.add_node("reply", lambda s: {"reply": (s.get("refine_answer") or "We will get back to you.")
-                                     + ("" if s.get("refine_success") else " (escalated to a human)")})
+    app.add_node("reply", reply)
     app.add_edge(START, "triage")
     app.add_edge("triage", "refine")
     app.add_edge("refine", "reply")

@@ -58,3 +58,15 @@ def test_default_is_the_grounded_teacher(monkeypatch, tmp_path):
     module = _load_graphs(monkeypatch, AGENTREFINE_TEACHER="grounded", AGENTREFINE_CACHE_DIR=str(tmp_path))
     assert module.teacher.grounded and module.teacher.mode == "interactive"
     assert module.settings.max_turns == 160
+
+
+def test_langgraph_validate_is_clean() -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which("langgraph")
+    assert exe, "langgraph-cli is part of the [dev] extra"
+    proc = subprocess.run([exe, "validate"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "valid" in proc.stdout and "warning" not in (proc.stdout + proc.stderr).lower()
