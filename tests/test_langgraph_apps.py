@@ -471,3 +471,33 @@ def test_langgraph_dev_serves_every_registered_graph(tmp_path: Path, free_tcp_po
             log.close()
     assert "BlockingError" not in (tmp_path / "server.log").read_text()
     assert list(check_file(str(tmp_path / "traces.jsonl")))[0][1].ok
+
+
+def test_an_interrupt_inside_the_agent_surfaces_in_the_parent_app_and_resumes_there() -> None:
+    @tool
+    def refund(order_id: str) -> str:
+        """Refund an order (needs a human's approval)."""
+        return "refunded" if interrupt(f"Refund {order_id}?") == "yes" else "refused"
+
+    model = scripted("Thought: refund\nAction: refund[A-17]", "Thought: done\nAction: finish[refunded]")
+    app = StateGraph(MessagesState)
+    app.add_node("desk", create_refine_agent(model, tools=[refund], name="desk").compile())
+    app.add_edge(START, "desk")
+    graph = app.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "parent"}}
+    paused = graph.invoke({"messages": [HumanMessage("Refund A-17")]}, config)
+    assert paused["__interrupt__"][0].value == "Refund A-17?"
+    out = graph.invoke(Command(resume="yes"), config)
+    assert out["messages"][-1].name == "desk" and out["messages"][-1].content == "refunded"
+
+
+def test_astream_emits_each_step_and_the_trace_on_the_custom_stream() -> None:
+    agent = adder()
+
+    async def go() -> list[dict[str, Any]]:
+        return [chunk async for chunk in agent.astream({"messages": [HumanMessage("2+3?")]}, stream_mode="custom")]
+
+    events = asyncio.run(go())
+    steps = [e["refine_step"] for e in events if "refine_step" in e]
+    assert [s["action"] for s in steps] == ["add(a=2, b=3)", "finish[5]"]
+    assert [e for e in events if "refine_trace" in e][0]["refine_trace"]["success"] is True

@@ -67,6 +67,6 @@ def test_langgraph_validate_is_clean() -> None:
 
     exe = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which("langgraph")
     assert exe, "langgraph-cli is part of the [dev] extra"
-    proc = subprocess.run([exe, "validate"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([exe, "validate"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "valid" in proc.stdout and "warning" not in (proc.stdout + proc.stderr).lower()
