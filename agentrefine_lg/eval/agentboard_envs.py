@@ -502,8 +502,11 @@ class ABJerichoEnv(TextEnv):
         return re.sub(r" {2,}", " ", re.sub(r"\n", " ", text)).strip()
 
     def _valid(self) -> list[str]:
+        import warnings
+
         try:
-            with quiet_fds():
+            with quiet_fds(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "unsupported game": no list, an empty one is the answer
                 return list(self._env.get_valid_actions())
         except Exception:  # noqa: BLE001 - unsupported games cannot list actions
             return []
@@ -552,8 +555,12 @@ class ABJerichoEnv(TextEnv):
         if self._done:
             return None
         if self._walkthrough is None:
+            import warnings
+
             try:
-                self._walkthrough = list(self._env.get_walkthrough())
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._walkthrough = list(self._env.get_walkthrough())
             except Exception:  # noqa: BLE001 - unsupported games have none
                 self._walkthrough = []
         n = len(self._taken)
