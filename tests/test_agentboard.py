@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from agentboard_fixtures import (
     JERICHO_SUBGOALS,
     compile_z_machine_game,
@@ -22,6 +21,7 @@ from agentboard_fixtures import (
     write_pddl,
     write_sciworld,
 )
+
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.eval import agentboard as ab
 from agentrefine_lg.eval.agentboard_progress import (

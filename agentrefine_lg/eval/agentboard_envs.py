@@ -21,7 +21,11 @@ from typing import Any
 
 from agentrefine_lg.env import ErrorKind, StepResult, TextEnv
 from agentrefine_lg.eval.agentboard import Episode
-from agentrefine_lg.eval.agentboard_progress import GoalLiteralProgress, PatternRewardProgress, SubgoalRegexProgress
+from agentrefine_lg.eval.agentboard_progress import (
+    GoalLiteralProgress,
+    PatternRewardProgress,
+    SubgoalRegexProgress,
+)
 from agentrefine_lg.eval.base import action_spec, make_script, quiet, quiet_fds
 from agentrefine_lg.schema import Script
 
@@ -578,4 +582,4 @@ def game_file_json(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-__all__ = ["ABAlfWorldEnv", "ABJerichoEnv", "ABPddlEnv", "ABSciWorldEnv", "CHECK_VALID", "build"]
+__all__ = ["CHECK_VALID", "ABAlfWorldEnv", "ABJerichoEnv", "ABPddlEnv", "ABSciWorldEnv", "build"]

@@ -84,9 +84,9 @@ def comparison_markdown(summary: Mapping[str, Any]) -> str:
                                  f"{cell['paper_episodes']}: not comparable until the whole data set is run.")
         name = f"**{row['method']}**" if row["source"] == "run" else row["method"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", f"Max steps: {summary.get('max_steps', '?')} (the paper: 30). Protocol differences from the "
-              "paper: our refine-agent graph's multi-turn chat prompt, not AgentBoard's single-message "
-              "VanillaAgent prompt."]
+    lines += ["", (f"Max steps: {summary.get('max_steps', '?')} (the paper: 30). Protocol differences from the "
+                   "paper: our refine-agent graph's multi-turn chat prompt, not AgentBoard's single-message "
+                   "VanillaAgent prompt.")]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
