@@ -267,6 +267,7 @@ def test_alfworld_transcript_on_a_game_file(tmp_path: Path):
     env.close()
 
 
+@pytest.mark.java
 def test_sciworld_transcript_and_done_by_subgoals(tmp_path: Path):
     write_sciworld(tmp_path, subgoals=["greenhouse", "You focus on"])
     env = ab.make_env("sciworld", 0, tmp_path)
@@ -286,6 +287,7 @@ def test_sciworld_transcript_and_done_by_subgoals(tmp_path: Path):
 # ------------------------------------------------------------------------------- the harness and the CLI
 
 
+@pytest.mark.java
 def test_cli_runs_every_task_and_puts_the_paper_table_beside_it(tmp_path: Path, z_machine_game: Path, capsys):
     from agentrefine_lg.cli import main
 

@@ -93,7 +93,8 @@ class ABBabyAIEnv(TextEnv):
                 objs.append({"name": name, "pos": (int(ax), int(ay)), "dis": int(distance)})
                 if kind in ("box", "wall"):
                     rel = (ax - pos[0], ay - pos[1])
-                    if int(np.cross(_DIRS[heading], rel)) == 0:  # straight ahead
+                    d = _DIRS[heading]
+                    if d[0] * rel[1] - d[1] * rel[0] == 0:  # the 2D cross product: straight ahead
                         barriers.append({"name": kind, "pos": (int(ax), int(ay)),
                                          "dis": int(np.dot(_DIRS[heading], rel))})
         objs.sort(key=lambda o: o["dis"])  # stable: ties keep the scan order
