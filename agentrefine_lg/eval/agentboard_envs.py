@@ -74,22 +74,16 @@ class ABAlfWorldEnv(TextEnv):
     does and scored by its subgoal regexes (``/(n+1)``, 1.0 when won)."""
 
     def __init__(self, episode: Episode, **options: Any):
-        import textworld
-        import textworld.gym
-        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
-
         if options:
             raise TypeError(f"AgentBoard alfworld: unknown options {sorted(options)}")
         self.episode = episode
         self.name = f"agentboard/alfworld/{episode.info['name']}"
-        # alfworld's AlfredTWEnv.init_env for evaluation: AlfredDemangler(shuffle=False) + AlfredInfos
-        infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True, policy_commands=True,
-                                   extras=["gamefile"])
-        with quiet():
-            env_id = textworld.gym.register_game(episode.info["game_file"], request_infos=infos,
-                                                 max_episode_steps=1000, asynchronous=False,
-                                                 wrappers=[AlfredDemangler(shuffle=False), AlfredInfos])
-            self._env = textworld.gym.make(env_id)
+        self._env = self._make(policy=False)
+        # the planner's policy (our oracle) is costly on ALFRED scenes: a second engine computes it only when
+        # the oracle is asked, replaying the episode's commands
+        self._oracle_env: Any = None
+        self._taken: list[str] = []
+        self._oracle_seen = 0
         self._infos: dict[str, Any] = {}
         self._progress = SubgoalRegexProgress(episode.subgoals, extra_slot=True)
         self._done = False
@@ -97,10 +91,29 @@ class ABAlfWorldEnv(TextEnv):
         self.goal = episode.goal
         self._env_ob = ""
 
+    def _make(self, *, policy: bool) -> Any:
+        import textworld
+        import textworld.gym
+        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
+
+        # alfworld's AlfredTWEnv.init_env for evaluation: AlfredDemangler(shuffle=False) + AlfredInfos
+        infos = textworld.EnvInfos(won=True, admissible_commands=True, facts=True, policy_commands=policy,
+                                   extras=["gamefile"])
+        with quiet():
+            env_id = textworld.gym.register_game(self.episode.info["game_file"], request_infos=infos,
+                                                 max_episode_steps=1000, asynchronous=False,
+                                                 wrappers=[AlfredDemangler(shuffle=False), AlfredInfos])
+            return textworld.gym.make(env_id)
+
     def reset(self) -> str:
         with quiet():
             obs, infos = self._env.reset()
         self._infos = dict(infos)
+        self._taken, self._oracle_seen = [], 0
+        if self._oracle_env is not None:
+            with contextlib.suppress(Exception):
+                self._oracle_env.close()
+            self._oracle_env = None
         self._progress = SubgoalRegexProgress(self.episode.subgoals, extra_slot=True)
         self._done = False
         # alfworld_env.py reset: drop the banner (first "\n\n" block); line 0 = the room, line 1 = the task
@@ -169,14 +182,17 @@ class ABAlfWorldEnv(TextEnv):
             with quiet():
                 _, _, done, infos = self._env.step("look")
             self._infos = dict(infos)
+            self._taken.append("look")
             observation = self._env_ob
         elif action == CHECK_VALID:
             observation = f"Choose an action from these valid actions: {', '.join(self._admissible())}"
             done = False
         else:
+            command = self._engine_command(action)
             with quiet():
-                observation, _, done, infos = self._env.step(self._engine_command(action))
+                observation, _, done, infos = self._env.step(command)
             self._infos = dict(infos)
+            self._taken.append(command)
             if not admissible:
                 error = "logic_error"
         if ("go to" in action or "open" in action) and "Nothing happens" not in observation:
@@ -191,18 +207,30 @@ class ABAlfWorldEnv(TextEnv):
         return StepResult(observation.strip(), done=self._done, progress=progress, error=error, info=info)
 
     def oracle_action(self) -> str | None:
-        plan = self._infos.get("policy_commands") or []
-        if self._done or not plan:
+        if self._done:
+            return None
+        if self._oracle_env is None:
+            self._oracle_env = self._make(policy=True)
+            with quiet():
+                _, self._oracle_infos = self._oracle_env.reset()
+            self._oracle_seen = 0
+        with quiet():
+            for command in self._taken[self._oracle_seen:]:
+                _, _, _, self._oracle_infos = self._oracle_env.step(command)
+        self._oracle_seen = len(self._taken)
+        plan = self._oracle_infos.get("policy_commands") or []
+        if not plan:
             return None
         m = re.match(r"^move (.+?) to (.+)$", plan[0])  # the 0.4.2 grammar's placement, in AgentBoard's words
         return f"put {m.group(1)} in/on {m.group(2)}" if m else plan[0]
 
     def close(self) -> None:
-        env = getattr(self, "_env", None)
-        if env is not None:
-            with contextlib.suppress(Exception):
-                env.close()
-            self._env = None
+        for attr in ("_env", "_oracle_env"):
+            env = getattr(self, attr, None)
+            if env is not None:
+                with contextlib.suppress(Exception):
+                    env.close()
+                setattr(self, attr, None)
 
 
 # ------------------------------------------------------------------------------------------------ ScienceWorld
