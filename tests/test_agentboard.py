@@ -66,11 +66,13 @@ def test_babyai_pattern_pieces_must_share_one_sentence():
 
 
 def test_babyai_awards_one_pattern_per_observation_as_a_running_max():
-    rule = PatternRewardProgress(["red ball", "carrying", "blue door"], style="babyai")
-    # both "red ball" and "carrying" match: only the first in list order counts this step
-    assert rule.observe("You see a red ball. You are carrying a key.") == pytest.approx(1 / 3)
-    assert rule.observe("You see a red ball. You are carrying a key.") == pytest.approx(2 / 3)
-    assert rule.observe("You see a red ball.") == pytest.approx(2 / 3)  # already awarded, removed
+    rule = PatternRewardProgress(["red ball", "carrying", "a key", "blue door"], style="babyai")
+    seen = "You see a red ball. You are carrying a key."
+    # three patterns match: only the first in list order counts this step, the others on later steps
+    assert rule.observe(seen) == pytest.approx(1 / 4)
+    assert rule.observe(seen) == pytest.approx(2 / 4)
+    assert rule.observe("You see a red ball.") == pytest.approx(2 / 4)  # already awarded, removed
+    assert rule.observe(seen) == pytest.approx(3 / 4)
     assert rule.observe("A blue door.") == 1.0
 
 
