@@ -16,7 +16,6 @@ the reward is above 0.5, and a reward of 1 completes the episode even without mi
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from typing import Any
 
@@ -373,11 +372,6 @@ class ABBabyAIEnv(TextEnv):
 
     def close(self) -> None:
         self._env.close()
-
-
-def copy_env(env: ABBabyAIEnv) -> ABBabyAIEnv:
-    """A deep copy (tests compare paths on copies)."""
-    return copy.deepcopy(env)
 
 
 __all__ = ["ABBabyAIEnv"]

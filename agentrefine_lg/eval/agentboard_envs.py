@@ -14,7 +14,6 @@ the same way.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -603,11 +602,6 @@ class ABJerichoEnv(TextEnv):
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._env.close()
-
-
-def game_file_json(path: str | Path) -> dict[str, Any]:
-    """Read an ALFWorld ``game.tw-pddl`` (JSON) — a helper for tests and tools."""
-    return json.loads(Path(path).read_text())
 
 
 __all__ = ["CHECK_VALID", "ABAlfWorldEnv", "ABJerichoEnv", "ABPddlEnv", "ABSciWorldEnv", "build"]
