@@ -196,6 +196,17 @@ def _cut_at_engine_end(turns: list[Any], over_at: int) -> list[Any]:
     return turns
 
 
+def _make_env(task: str, episode: int, seed: int, options: dict[str, Any] | None) -> TextEnv:
+    """The task's env; with ``agentboard_data`` in the options, AgentBoard's episode from that folder."""
+    opts = dict(options or {})
+    data_dir = opts.pop("agentboard_data", None)
+    if data_dir is not None:
+        from agentrefine_lg.eval.agentboard import make_env
+
+        return make_env(task, episode, data_dir, **opts)
+    return load_task(task).make_env(episode, seed, **opts)
+
+
 def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max_steps: int = 30,
                 options: dict[str, Any] | None = None, perturb: str | None = None) -> dict[str, Any]:
     """Run one episode and return its JSONL row (metrics + transcript). Raises on engine/model failure.
@@ -207,9 +218,8 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max
     from agentrefine_lg.eval.metrics import episode_metrics
     from agentrefine_lg.refine_agent import run_env_episode
 
-    module = load_task(task)
     started = time.monotonic()
-    env: TextEnv = module.make_env(episode, seed, **(options or {}))
+    env: TextEnv = _make_env(task, episode, seed, options)
     try:
         first_obs: str | None = None
         extra: dict[str, Any] = {}
@@ -450,8 +460,12 @@ def robustness_block(base_rows: Sequence[dict[str, Any]],
 def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out: str | os.PathLike,
              max_steps: int = 30, seed: int = 0, workers: int = 1, options: dict[str, dict[str, Any]] | None = None,
              perturb: str | Sequence[str] | None = None, embeddings: bool | str = "auto",
-             preflight: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+             preflight: bool = True, log: Callable[[str], None] | None = None,
+             agentboard_data: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Run (or resume) an evaluation; returns the summary (also written to ``out``).
+
+    ``agentboard_data``: AgentBoard's ``data/`` folder; the tasks then run AgentBoard's own episodes and
+    scoring (:mod:`agentrefine_lg.eval.agentboard`) and the report adds the paper's table beside the run.
 
     ``perturb``: perturbation schemes (or ``"all"``) whose runs go to ``out/perturbed/<scheme>/`` with the
     same episodes, followed by the robustness report. ``embeddings``: see :func:`thought_diversity_block`.
@@ -473,13 +487,20 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = options or {}
+    agentboard_counts: dict[str, int] = {}
+    if agentboard_data is not None:
+        from agentrefine_lg.eval import agentboard
+
+        agentboard_counts = agentboard.check_data(agentboard_data, names)  # one error naming a missing file
+        data_dir = str(Path(agentboard_data).resolve())
+        options = {**options, **{n: {**options.get(n, {}), "agentboard_data": data_dir} for n in names}}
     _check_config(out_dir, {"model": model.label, "seed": seed, "max_steps": max_steps, "tasks": names,
                             "episodes": episodes, "options": options, "perturb": schemes})
 
     unavailable: dict[str, str] = {}
     runnable: list[str] = []
     for name in names:
-        reason = task_unavailable(name)
+        reason = task_unavailable(name) if not agentboard_counts else agentboard.available(name)
         if reason:
             unavailable[name] = reason
             log(f"[eval] {name}: unavailable ({reason})")
@@ -488,7 +509,7 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
 
     per_task = {name: episodes for name in runnable}
     for name in runnable:
-        distinct = getattr(load_task(name), "NUM_EPISODES", None)
+        distinct = agentboard_counts.get(name) or getattr(load_task(name), "NUM_EPISODES", None)
         if distinct is not None and episodes > distinct:
             per_task[name] = distinct
             log(f"[eval] {name}: only {distinct} distinct episodes; running {distinct}, not {episodes}")
@@ -554,8 +575,11 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
         "seed": seed,
         "episodes_per_task": per_task,
         "unavailable": unavailable,
-        "task_info": {name: asdict(load_task(name).TASK) for name in runnable},
+        "task_info": {name: asdict(agentboard.task_info(name) if agentboard_counts else load_task(name).TASK)
+                      for name in runnable},
     }
+    if agentboard_counts:
+        meta["agentboard_data"] = options[names[0]]["agentboard_data"]
     rows = _selected(read_rows(out_dir / EPISODES_FILE), names, episodes)
     summary = summarize(rows)
     summary.update(meta, errors=errors[None])
@@ -582,7 +606,14 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
         write_robustness(out_dir, robustness)
         summary["robustness"] = robustness
 
+    if agentboard_counts:
+        from agentrefine_lg.eval.paper_table import comparison_markdown, comparison_rows
+
+        summary["paper_comparison"] = comparison_rows(summary)
     write_report(out_dir, summary, rows)
+    if agentboard_counts:  # our section after issue 13's report: the paper's table beside this run
+        with (out_dir / "summary.md").open("a", encoding="utf-8") as fh:
+            fh.write("\n" + comparison_markdown(summary) + "\n")
     return summary
 
 
@@ -597,7 +628,8 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", choices=["oracle", "random"], help="a built-in reference agent instead of a model")
     parser.add_argument("--tasks", default="babyai,pddl,jericho",
                         help=f"comma-separated tasks or 'all' (known: {', '.join(task_names())})")
-    parser.add_argument("--episodes", type=int, default=20, help="episodes per task (default 20)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="episodes per task (default 20; with --agentboard-data all of AgentBoard's)")
     parser.add_argument("--max-steps", type=int, default=30, help="actions per episode (default 30, decision 6)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="eval_out", help="output directory (resumable)")
@@ -611,6 +643,9 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-embeddings", action="store_true",
                         help="thought diversity without the embedding distance (skips loading all-MiniLM-L6-v2)")
     parser.add_argument("--list-tasks", action="store_true", help="list tasks and whether they run here, then exit")
+    parser.add_argument("--agentboard-data", metavar="DIR",
+                        help="AgentBoard's data/ folder (unpacked data.tar.gz): run its own episodes with its "
+                             "scoring and put the paper's table beside the run")
 
 
 def _model_from_args(args: argparse.Namespace) -> ModelSpec:
@@ -638,10 +673,17 @@ def cli_run(args: argparse.Namespace) -> int:
             desc = info.description if info else ""
             print(f"{name:10s} {'ok' if reason is None else 'unavailable: ' + reason}  {desc}")
         return 0
-    summary = run_eval(tasks=args.tasks, episodes=args.episodes, model=_model_from_args(args), out=args.out,
+    episodes = args.episodes
+    if episodes is None:
+        episodes = 20
+        if args.agentboard_data:  # all of AgentBoard's episodes, as the paper's table counts them
+            from agentrefine_lg.eval.agentboard import check_data
+
+            episodes = max(check_data(args.agentboard_data, parse_task_list(args.tasks)).values())
+    summary = run_eval(tasks=args.tasks, episodes=episodes, model=_model_from_args(args), out=args.out,
                        max_steps=args.max_steps, seed=args.seed, workers=args.workers,
                        perturb=args.perturb, embeddings=False if args.no_embeddings else "auto",
-                       preflight=not args.no_preflight)
+                       preflight=not args.no_preflight, agentboard_data=args.agentboard_data)
     from agentrefine_lg.eval.report import diversity_markdown, markdown_table, robustness_markdown
 
     print(markdown_table(summary))
@@ -650,6 +692,10 @@ def cli_run(args: argparse.Namespace) -> int:
     if summary.get("robustness"):
         print("\n" + robustness_markdown(summary["robustness"], short=True))
         written += f", {ROBUSTNESS_MD}, {ROBUSTNESS_JSON}, {PERTURBED_DIR}/<scheme>/"
+    if summary.get("paper_comparison"):
+        from agentrefine_lg.eval.paper_table import comparison_markdown
+
+        print("\n" + comparison_markdown(summary))
     print(f"\nwritten to {args.out}/ ({written})")
     return 0
 
