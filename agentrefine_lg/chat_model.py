@@ -1,11 +1,11 @@
 """The served, refinement-tuned model as a LangChain chat model, and the parsing of its ``Thought/Action`` text.
 
-A tuned model answers in the training format (decision 5)::
+A tuned model answers in the training format (docs/method.md §5)::
 
     Thought: <reasoning>
     Action: <one action>
 
-:func:`parse_action` reads that text the way evaluation does (decision 6: the action is the text after the
+:func:`parse_action` reads that text the way evaluation does (docs/method.md §6: the action is the text after the
 *last* ``Action:``). :func:`chat_model` returns a ``ChatOpenAI`` (chat-completions API, temperature 0, stop at
 ``\\nObservation:``) that also speaks LangChain's tool-calling protocol *through* that format, so the tuned
 model drops into ``langchain.agents.create_agent``, ``langgraph.prebuilt.create_react_agent`` or any
@@ -16,7 +16,7 @@ model drops into ``langchain.agents.create_agent``, ``langgraph.prebuilt.create_
   the same text the refine agent shows), and the reply's action is parsed into a tool call (conventions below);
 * history is rendered back into the tuned format before each call: an ``AIMessage`` with tool calls becomes
   its ``Thought/Action`` text, a ``ToolMessage`` becomes a plain user turn with the tool's output — exactly
-  how DM observations were shown in training (decision 5 puts observations in user turns *without* a label;
+  how DM observations were shown in training (docs/method.md §5 puts observations in user turns *without* a label;
   ``observation_prefix`` can add one);
 * an action naming no bound tool is still returned as a tool call under the name the model wrote: LangGraph's
   ``ToolNode`` (used by both agent factories) answers it with an error ``ToolMessage`` listing the valid
@@ -105,7 +105,7 @@ def _clean_action(text: str) -> str:
 def parse_action(text: str | None) -> ParsedAction:
     """Read ``Thought: ...\\nAction: ...`` robustly.
 
-    Several ``Action:`` lines -> the last one (decision 6); code fences are ignored; only the action line
+    Several ``Action:`` lines -> the last one (docs/method.md §6); code fences are ignored; only the action line
     (or, when it is empty, the next non-empty line) is the action, trailing text is dropped; labels match
     in any case; ``Action: x`` + ``Action Input: y`` (LangChain ReAct) -> ``x[y]``. No ``Action:`` line ->
     error ``"no Action: line"``; an empty one -> ``"empty action"``.
@@ -541,7 +541,7 @@ def chat_model(base_url: str | None = None, model: str = "agentrefine", api_key:
     """The served tuned model as a LangChain chat model (a ``ChatOpenAI`` subclass).
 
     Defaults: chat-completions API (``use_responses_api=False``: vLLM and ``transformers serve`` speak it),
-    ``temperature=0`` (decision 6), ``stop=["\\nObservation:"]``. Any ``ChatOpenAI`` keyword overrides them.
+    ``temperature=0`` (docs/method.md §6), ``stop=["\\nObservation:"]``. Any ``ChatOpenAI`` keyword overrides them.
     ``api_key`` falls back to env ``AGENTREFINE_API_KEY``, ``base_url`` to ``AGENTREFINE_BASE_URL``.
     """
     import os

@@ -1,9 +1,9 @@
-"""Rule-based verification of scripts and trajectories (METHOD.md decisions 2-4).
+"""Rule-based verification of scripts and trajectories (docs/method.md §2-§4).
 
 ``check_script`` finds faults of the script (regenerate the *script*); ``check_trajectory`` finds faults of
 the trajectory (regenerate the *trajectory*, from ``verified_prefix``) and counts error->refine pairs.
 
-Every ``verification code`` is untrusted LLM text (decision 4). It is only ever compiled by the ``regex``
+Every ``verification code`` is untrusted LLM text (docs/method.md §4). It is only ever compiled by the ``regex``
 engine and matched with a timeout; patterns with nested unbounded quantifiers (``^(a+)+$``), which
 backtracking engines can take exponential time on, are refused before they run. Nothing is evaluated.
 """
@@ -260,7 +260,7 @@ def _parse_script(raw: Script | Mapping[str, Any] | str) -> tuple[Script | None,
 
 
 def check_script(script: Script | Mapping[str, Any] | str) -> CheckReport:
-    """Faults of the script itself (decision 3): any problem here means *regenerate the script*."""
+    """Faults of the script itself (docs/method.md §3): any problem here means *regenerate the script*."""
     parsed, problems = _parse_script(script)
     report = CheckReport(problems=problems)
     if parsed is None:
@@ -301,7 +301,7 @@ def check_script(script: Script | Mapping[str, Any] | str) -> CheckReport:
             if not values or not [v for v in values if str(v).strip()]:
                 report.problems.append(Problem("empty_parameters", f"{where}: no allowed values for {{{slot}}}", "script"))
         # A template filled with its own first values should pass its own regex; if not, the script is
-        # inconsistent, but decision 3 does not make it a fault, so it is a warning.
+        # inconsistent, but docs/method.md §3 does not make it a fault, so it is a warning.
         if slots and not report.problems and all(spec.parameters.get(s) for s in slots):
             example = template.format(**{s: spec.parameters[s][0] for s in slots})
             try:
@@ -379,7 +379,7 @@ def check_trajectory(
     require_completion: bool = True,
     dm_authoritative: bool = False,
 ) -> CheckReport:
-    """Verify a trajectory against its script (decisions 2-3).
+    """Verify a trajectory against its script (docs/method.md §2-§3).
 
     ``dm_authoritative``: the DM was a real executor (recorded refine-agent episodes: an engine or the tools),
     so its flags decide which turns are erroneous and a disagreement with the rules is a warning, not a fault.
@@ -416,7 +416,7 @@ def check_trajectory(
             break
     usable = turns if first_fault is None else turns[:first_fault]
 
-    # Erroneous Player turns: the DM flags them, or the rules reject the action (decision 2).
+    # Erroneous Player turns: the DM flags them, or the rules reject the action (docs/method.md §2).
     erroneous = [False] * len(turns)
     if parsed_script is not None:
         for i, turn in enumerate(usable):

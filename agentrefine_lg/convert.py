@@ -1,4 +1,4 @@
-"""Trajectories to refinement-tuning chat samples (decision 5), and the readers/writers of sample files.
+"""Trajectories to refinement-tuning chat samples (docs/method.md §5), and the readers/writers of sample files.
 
 Conversion: the system message is the task instruction (environment, goal, completion conditions,
 available actions with their usage, answer format); DM observations become user turns; Player turns
@@ -75,7 +75,7 @@ def format_assistant(thought: str | None, action: str | None) -> str:
 
 
 def erroneous_turns(script: Script | None, trajectory: Trajectory, *, dm_authoritative: bool = False) -> list[bool]:
-    """Per turn, True on erroneous Player turns (decision 2: DM flags, or the rules reject the action).
+    """Per turn, True on erroneous Player turns (docs/method.md §2: DM flags, or the rules reject the action).
 
     ``dm_authoritative``: the DM was a real executor (an engine, the tools: recorded refine-agent episodes),
     so its flags alone decide; the script's rules only approximate it.
@@ -101,7 +101,7 @@ def erroneous_turns(script: Script | None, trajectory: Trajectory, *, dm_authori
 
 def trajectory_to_messages(script: Script, trajectory: Trajectory | list, *, mask: bool = True,
                            dm_authoritative: bool = False) -> list[Message]:
-    """Decision 5: system = task instruction; DM observation -> user; Player -> assistant (train flag)."""
+    """docs/method.md §5: system = task instruction; DM observation -> user; Player -> assistant (train flag)."""
     if not isinstance(trajectory, Trajectory):
         trajectory = Trajectory.model_validate(trajectory)
     if not trajectory.turns:

@@ -40,7 +40,7 @@ class TextEnv(ABC):
 
     @abstractmethod
     def script(self) -> Script:
-        """The environment as a script: what the agent's system prompt shows (decisions 5 and 6)."""
+        """The environment as a script: what the agent's system prompt shows (docs/method.md §5, §6)."""
 
     @abstractmethod
     def step(self, action: str) -> StepResult:

@@ -121,7 +121,7 @@ _ACTION = re.compile(r"Action\s*:\s*(.+)", re.IGNORECASE)
 def parse_player_reply(text: str) -> tuple[str, str]:
     """``Thought: ...\\nAction: ...`` (or ``{"Thought", "Action"}`` JSON) -> (thought, action).
 
-    The action is the first line after the last ``Action:`` (decision 6's parser). Raises ``ValueError``.
+    The action is the first line after the last ``Action:`` (the parser of docs/method.md §6). Raises ``ValueError``.
     """
     stripped = (text or "").strip()
     if stripped.startswith("{") or stripped.startswith("```"):

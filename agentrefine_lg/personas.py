@@ -1,6 +1,6 @@
 """Persona sources: Persona Hub JSONL, plain text, and the built-in list (package data).
 
-Each persona seeds one script (METHOD.md §2.1). Personas are deduplicated by their normalised text
+Each persona seeds one script (docs/method.md §0). Personas are deduplicated by their normalised text
 (:func:`agentrefine_lg.schema.persona_id`: case and whitespace insensitive), first occurrence kept, so a
 persona id names one persona everywhere: in the runner's ledger, in shards and in samples.
 """

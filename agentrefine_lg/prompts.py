@@ -5,7 +5,7 @@ Sections are owned by the module that uses them; templates are ``str.format`` st
 
 from __future__ import annotations
 
-# --- agent task instruction (training conversion AND evaluation: decisions 5 and 6) ---
+# --- agent task instruction (training conversion AND evaluation: docs/method.md §5 and §6) ---
 
 AGENT_SYSTEM = """You are an agent acting in an interactive environment. Read the environment's feedback after every action and correct yourself when an action fails.
 
@@ -30,7 +30,7 @@ AGENT_TURN = "Thought: {thought}\nAction: {action}"
 
 # --- synthesis teacher ---
 # Used by agentrefine_lg.llm_roles (LLM teacher: script writer, one-shot trajectory writer, Player, DM).
-# The key spellings are the paper's (Figure 4) so the teacher's raw JSON parses as is (decision 1).
+# The key spellings are the paper's (Figure 4) so the teacher's raw JSON parses as is (docs/method.md §1).
 
 SYNTH_SCRIPT_SYSTEM = """You design scripts for text-based role-playing games (like a TRPG Dungeon Master's notes). Each script is one small, self-contained interactive environment in which a Player must reach a goal with a fixed set of text actions. Scripts become training data for agents, so every action must be checkable by a regular expression. Reply with one JSON object and nothing else."""
 
@@ -150,7 +150,7 @@ Action: <one action>"""
 
 REFINE_TOOL_LINE = "- {name}[{args}] — {description}"
 
-# Feedback appended to the observation of an erroneous step: the refinement signal (decision 2).
+# Feedback appended to the observation of an erroneous step: the refinement signal (docs/method.md §2).
 REFINE_FORMAT_ERROR = (
     "Your reply could not be parsed ({error}). Answer exactly in the format:\n"
     "Thought: <your reasoning>\nAction: <one action>"

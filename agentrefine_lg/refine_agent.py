@@ -1,6 +1,6 @@
 """The inference-time refine agent: act -> execute -> feedback -> (refine | next call | next step | end).
 
-``create_refine_agent`` builds the loop AgentRefine trains for (Figure 4, decision 2): the model answers
+``create_refine_agent`` builds the loop AgentRefine trains for (Figure 4, docs/method.md §2): the model answers
 ``Thought/Action`` (or with tool calls); each action runs against an executor — a
 :class:`~agentrefine_lg.env.TextEnv` engine or LangChain tools (through LangGraph's ``ToolNode``, so async and
 MCP tools, injected state/runtime, ``Command`` handoffs and ``interrupt()`` all work); the ``feedback`` node
@@ -770,7 +770,7 @@ def run_env_episode(model: BaseChatModel | Runnable, env: TextEnv, *, max_steps:
     """Run the refine agent for one episode of ``env`` (reset included); ends within ``max_steps`` actions.
 
     ``kw`` goes to :func:`create_refine_agent`; by default there is no retry limit below ``max_steps``
-    (decision 6: an episode runs until done or 30 steps).
+    (docs/method.md §6: an episode runs until done or 30 steps).
     """
     kw.setdefault("max_retries", None)
     graph = create_refine_agent(model, env=env, max_steps=max_steps, **kw).compile()

@@ -12,7 +12,7 @@ so each can be compiled alone or added as a subgraph of a user's app:
 - :func:`create_synthesis_graph`: the whole pipeline for one persona, ending in a
   :class:`~agentrefine_lg.schema.RefinementSample` (``synth_sample``).
 
-Decision 3 of METHOD.md: every limit is a :class:`SynthesisSettings` field, every retry is counted in state.
+docs/method.md §3: every limit is a :class:`SynthesisSettings` field, every retry is counted in state.
 Every rejected attempt is kept as a refinement trace (``synth_traces``) and emitted on
 ``stream_mode="custom"``. Transient LLM errors (429 / 5xx / timeouts) are retried by the node's
 ``RetryPolicy``. Only the *persona's* faults become counted failed attempts: a script or trajectory that fails
@@ -55,7 +55,7 @@ Mode = Literal["one_shot", "interactive"]
 
 @dataclass(frozen=True)
 class SynthesisSettings:
-    """Every limit of the pipeline (decision 3). Defaults are this project's choices; the paper gives none."""
+    """Every limit of the pipeline (docs/method.md §3). Defaults are this project's choices; the paper gives none."""
 
     max_script_attempts: int = 3
     """Scripts written per persona, whether ``check_script`` rejected them or their trajectories failed."""
@@ -495,7 +495,7 @@ class _Nodes:
 
     def _decide(self, state: SynthesisState, problems: list[str], blame: str, verified_prefix: int,
                 report: CheckReport | None) -> dict[str, Any]:
-        """After a failed trajectory attempt: continue | restart | new_script | give_up (decision 3)."""
+        """After a failed trajectory attempt: continue | restart | new_script | give_up (docs/method.md §3)."""
         start = state.get("synth_prefix", 0)
         per_script = state.get("synth_script_trajectory_attempts", 0)
         faults = state.get("synth_consecutive_faults", 0)

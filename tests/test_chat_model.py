@@ -26,7 +26,7 @@ from agentrefine_lg.errors import InputError
     ("text", "thought", "action"),
     [
         ("Thought: the door is locked\nAction: open door", "the door is locked", "open door"),
-        # several Action lines: the LAST one counts (decision 6)
+        # several Action lines: the LAST one counts (docs/method.md §6)
         ("Thought: a\nAction: go west\nThought: no, east\nAction: go east", "no, east", "go east"),
         # no Thought label: the text before the action is the thought
         ("I should look around first.\nAction: look", "I should look around first.", "look"),
@@ -147,7 +147,7 @@ def test_history_is_rendered_in_the_tuned_format() -> None:
     out = to_tuned_messages(history)
     assert [type(m).__name__ for m in out] == ["SystemMessage", "HumanMessage", "AIMessage", "HumanMessage"]
     assert out[2].content == "Thought: \nAction: get_weather[Paris]" and not out[2].tool_calls
-    assert out[3].content == "sunny in Paris"  # observations are plain user turns, as in training (decision 5)
+    assert out[3].content == "sunny in Paris"  # observations are plain user turns, as in training (docs/method.md §5)
     assert to_tuned_messages(history, observation_prefix="Observation: ")[3].content == "Observation: sunny in Paris"
 
 

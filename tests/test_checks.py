@@ -1,4 +1,4 @@
-"""Rule-based verification (decisions 2-4): one planted fault per problem kind, each blamed correctly."""
+"""Rule-based verification (docs/method.md §2-§4): one planted fault per problem kind, each blamed correctly."""
 
 from __future__ import annotations
 

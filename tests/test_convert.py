@@ -1,4 +1,4 @@
-"""Trajectory -> chat conversion (decision 5) and the sample readers/writers."""
+"""Trajectory -> chat conversion (docs/method.md §5) and the sample readers/writers."""
 
 from __future__ import annotations
 

@@ -257,7 +257,7 @@ def test_run_env_episode_refines_and_succeeds() -> None:
     assert result.turns[4].parameter_error is True  # "open green": the rule check rejects the value
     # The rule check's feedback reached the model.
     assert "not an allowed" in model.calls[2][-1].content and "open {door}" in model.calls[2][-1].content
-    # The system prompt is the training task instruction (decision 5).
+    # The system prompt is the training task instruction (docs/method.md §5).
     assert "Go through the red door." in model.calls[0][0].content
     assert [m.train for m in result.sample.messages if m.role == "assistant"] == [False, False, True, True]
 

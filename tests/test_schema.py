@@ -1,4 +1,4 @@
-"""The data model reads and writes the paper's own JSON (decision 1)."""
+"""The data model reads and writes the paper's own JSON (docs/method.md §1)."""
 
 from __future__ import annotations
 

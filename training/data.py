@@ -1,4 +1,4 @@
-"""Chat messages -> ``input_ids`` / ``labels`` with per-turn loss masks (refinement tuning, decision 5).
+"""Chat messages -> ``input_ids`` / ``labels`` with per-turn loss masks (refinement tuning, docs/method.md §5).
 
 Labels are ``-100`` on system and user tokens and on assistant turns with ``train=False`` (the erroneous
 steps: they stay in the context, the model conditions on them, but they get no loss). Trainable assistant

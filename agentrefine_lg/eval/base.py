@@ -116,7 +116,7 @@ def missing_modules(*modules: str) -> str | None:
     return None
 
 
-# --- action templates -> verification regexes (the training data's schema, decisions 5/6) ---
+# --- action templates -> verification regexes (the training data's schema, docs/method.md §5/§6) ---
 
 _SLOT = "(.+?)"
 

@@ -1,4 +1,4 @@
-"""Thought diversity of agent trajectories (paper §4.4: AgentRefine "generates diversified thought").
+"""Thought diversity of agent trajectories (docs/method.md §B: AgentRefine "generates diversified thought").
 
 The paper does not say how it measured diversity, so we report two standard, explicit measures over the
 ``Thought`` texts of Player turns:

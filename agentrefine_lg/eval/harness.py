@@ -1,7 +1,7 @@
 """``agentrefine eval``: run a chat model (or a built-in oracle/random agent) on held-out tasks.
 
 Every episode runs through :func:`agentrefine_lg.refine_agent.run_env_episode` — the same refine-agent graph
-users deploy — with decision 6's protocol (multi-turn chat, at most ``max_steps`` actions, the action read
+users deploy — with the protocol of docs/method.md §6 (multi-turn chat, at most ``max_steps`` actions, the action read
 after the last ``Action:``). Outputs in ``--out``:
 
 - ``episodes.jsonl``: one row per finished episode (metrics + full transcript), appended and flushed as each

@@ -1,4 +1,4 @@
-"""The perturbation study (paper §4.3, METHOD.md): same tasks, action forms reworded, does the agent still cope?
+"""The perturbation study (docs/method.md §A): same tasks, action forms reworded, does the agent still cope?
 
 The paper perturbs Alfworld's candidate actions so they use other tokens or another token order with the same
 meaning, and reports the success-rate drop and its spread across perturbations. Its exact rules (Appendix K)
