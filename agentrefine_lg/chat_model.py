@@ -64,91 +64,21 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+# The trained format (system prompt, Thought/Action, parsing) lives in agent_format; re-exported here.
+from agentrefine_lg.agent_format import (
+    _ACTION_LINE,
+    ParsedAction,
+    _tool_schema,
+    parse_action,
+    tools_prompt,
+    tools_system_prompt,
+)
+
 DEFAULT_STOP = ["\nObservation:"]
 """Tuned models sometimes go on to invent the environment's answer; stop before it."""
 
 FINISH_NAMES = ("finish", "final_answer", "final answer", "answer")
 """Actions that end a tool-calling loop with an answer (unless a bound tool has that name)."""
-
-# ---------------------------------------------------------------------------------------------- parsing
-
-_FENCE = re.compile(r"^\s*```[\w+-]*\s*$")
-# "Action:", "**Action:**", "action :", "ACTION：" (full-width colon); not "Action Input:".
-_ACTION_LINE = re.compile(r"^\s*[*_#>\s]*action[*_]*\s*[:：][*_]*\s*(?P<rest>.*)$", re.IGNORECASE)
-_ACTION_INPUT = re.compile(r"^\s*[*_]*action\s+input[*_]*\s*[:：][*_]*\s*(?P<rest>.*)$", re.IGNORECASE)
-_THOUGHT_LABEL = re.compile(r"^\s*[*_#>\s]*thought[*_]*\s*[:：][*_]*\s*", re.IGNORECASE)
-_STOP_LINE = re.compile(r"^\s*(observation|thought)\s*[:：]", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class ParsedAction:
-    """The reading of one model reply: ``action`` is None exactly when ``error`` says why."""
-
-    thought: str | None
-    action: str | None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def _clean_action(text: str) -> str:
-    text = text.strip()
-    # Inline code and quotes around the whole action: `go north`, "go north".
-    for left, right in (("`", "`"), ('"', '"'), ("'", "'")):
-        if len(text) >= 2 and text.startswith(left) and text.endswith(right) and left not in text[1:-1]:
-            text = text[1:-1].strip()
-    return " ".join(text.split())
-
-
-def parse_action(text: str | None) -> ParsedAction:
-    """Read ``Thought: ...\\nAction: ...`` robustly.
-
-    Several ``Action:`` lines -> the last one (docs/method.md §6); code fences are ignored; only the action line
-    (or, when it is empty, the next non-empty line) is the action, trailing text is dropped; labels match
-    in any case; ``Action: x`` + ``Action Input: y`` (LangChain ReAct) -> ``x[y]``. No ``Action:`` line ->
-    error ``"no Action: line"``; an empty one -> ``"empty action"``.
-    """
-    if not isinstance(text, str) or not text.strip():
-        return ParsedAction(None, None, "no Action: line")
-    lines = [line for line in text.replace("\r\n", "\n").split("\n") if not _FENCE.match(line)]
-    idx = None
-    for i, line in enumerate(lines):
-        if _ACTION_LINE.match(line):
-            idx = i
-    if idx is None:
-        thought = _THOUGHT_LABEL.sub("", "\n".join(lines)).strip() or None
-        return ParsedAction(thought, None, "no Action: line")
-    action = _ACTION_LINE.match(lines[idx]).group("rest")  # type: ignore[union-attr]
-    after = lines[idx + 1:]
-    if not action.strip():
-        for line in after:
-            if line.strip():
-                if not _STOP_LINE.match(line) and not _ACTION_INPUT.match(line):
-                    action = line
-                break
-    action = _clean_action(action)
-    for line in after:  # LangChain-style "Action Input:" right below the action
-        if not line.strip():
-            continue
-        m = _ACTION_INPUT.match(line)
-        if m and action:
-            action = f"{action}[{_clean_action(m.group('rest'))}]"
-        break
-    # Thought: from the last "Thought:" label before the action, else everything before it.
-    before = lines[:idx]
-    start = 0
-    for j, line in enumerate(before):
-        if _THOUGHT_LABEL.match(line):
-            start = j
-    end = next((j for j in range(start, idx) if _ACTION_LINE.match(before[j])), idx)
-    thought_text = "\n".join(before[start:end])
-    thought = _THOUGHT_LABEL.sub("", thought_text, count=1).strip() or None
-    if not action:
-        return ParsedAction(thought, None, "empty action")
-    return ParsedAction(thought, action, None)
-
 
 # ---------------------------------------------------------------------------------------------- tool calls
 
@@ -162,12 +92,6 @@ class ParsedCall:
     known: bool
     finish: bool = False
     error: str | None = None
-
-
-def _tool_schema(tool: Any) -> dict[str, Any]:
-    """OpenAI function schema ``{"name", "description", "parameters"}`` of any tool-like object."""
-    spec = tool if isinstance(tool, dict) and "function" in tool else convert_to_openai_tool(tool)
-    return spec["function"]
 
 
 def _literal(node: ast.AST) -> Any:
@@ -320,28 +244,6 @@ def format_tool_call(name: str, args: dict[str, Any]) -> str:
             return f"{name}[{value}]"
     inner = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items())
     return f"{name}({inner})"
-
-
-def tools_prompt(tools: Sequence[Any]) -> str:
-    """The tools section of the tuned format: one ``- name[args] — description`` line per tool, ``finish``,
-    and the answer format. The refine agent's system prompt and a tuned chat model with bound tools both use it,
-    so a served tuned model sees its tools exactly as it was trained to."""
-    from agentrefine_lg import prompts
-
-    lines = []
-    for tool in tools:
-        schema = _tool_schema(tool)
-        args = ", ".join((schema.get("parameters") or {}).get("properties") or {})
-        description = " ".join((schema.get("description") or "").split())
-        lines.append(prompts.REFINE_TOOL_LINE.format(name=schema["name"], args=args, description=description))
-    return prompts.REFINE_TOOLS_SECTION.format(actions="\n".join(lines))
-
-
-def tools_system_prompt(tools: Sequence[Any], task: str) -> str:
-    """The whole system prompt of a tool task: instruction, task, then :func:`tools_prompt`."""
-    from agentrefine_lg import prompts
-
-    return prompts.REFINE_TOOLS_SYSTEM.format(task=task, tools=tools_prompt(tools))
 
 
 # ---------------------------------------------------------------------------------------------- messages

@@ -23,53 +23,12 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from agentrefine_lg import prompts
+# The trained format (system prompt, assistant turn) lives in agent_format; re-exported for this module's readers.
+from agentrefine_lg.agent_format import format_assistant, render_actions, render_environment, system_prompt  # noqa: F401
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.schema import Message, RefinementSample, Script, TokenUsage, Trajectory
 
 Format = Literal["auto", "ours", "agentrefine", "sharegpt"]
-
-# ---------------------------------------------------------------------------------------------- prompt
-
-
-def render_environment(environment: Any) -> str:
-    """The script's environment as text: its description first, the rest as compact JSON."""
-    if isinstance(environment, str):
-        return environment.strip()
-    if isinstance(environment, Mapping):
-        env = dict(environment)
-        description = env.pop("description", None) or env.pop("Description", None)
-        # Compact JSON: the instruction is in every training row and every eval prompt, so tokens count.
-        body = json.dumps(env, ensure_ascii=False) if env else ""
-        return "\n".join(x for x in (str(description).strip() if description else "", body) if x)
-    return json.dumps(environment, ensure_ascii=False)
-
-
-def render_actions(script: Script) -> str:
-    """One line per available action: template, description and allowed values."""
-    lines = []
-    for template, spec in script.available_actions.items():
-        values = "; ".join(f"{slot}: {', '.join(vals)}" for slot, vals in spec.parameters.items()) or "(none)"
-        description = f" — {spec.description}" if spec.description else ""
-        lines.append(prompts.AGENT_ACTION_LINE.format(template=template, description=description, values=values))
-    return "\n".join(lines)
-
-
-def system_prompt(script: Script) -> str:
-    """The task instruction used as the system message, in training and in evaluation alike."""
-    conditions = "\n".join(f"- {c}" for c in script.completion_conditions) or "- (none given)"
-    return prompts.AGENT_SYSTEM.format(
-        environment=render_environment(script.environment),
-        goal=script.goal,
-        conditions=conditions,
-        actions=render_actions(script),
-    )
-
-
-def format_assistant(thought: str | None, action: str | None) -> str:
-    """``Thought: ...\\nAction: ...`` — the tuned output format."""
-    return prompts.AGENT_TURN.format(thought=(thought or "").strip(), action=(action or "").strip())
-
 
 # ---------------------------------------------------------------------------------------------- conversion
 

@@ -87,7 +87,7 @@ _CORPUS = [
     ('{"turn": 5, "role": "DM", "Thought": "...", "Observation": "...", "parameter_error": false, '
     '"place_error": true, "logic_error": false}'),
     '{"Persona": "...", "Environment": {}, "Goal": "...", "Completion Conditions": [], "Available Actions": {}}',
-    # the agent instruction (agentrefine_lg.prompts.AGENT_SYSTEM), paraphrased pieces
+    # the agent instruction (agentrefine_lg.agent_format.AGENT_SYSTEM), paraphrased pieces
     ("You are an agent acting in an interactive environment. Read the environment's feedback after every "
     "action and correct yourself when an action fails."),
     "Environment:", "Goal:", "Completion conditions:",
@@ -158,9 +158,9 @@ def _corpus() -> list[str]:
     """The training corpus: the fixed texts plus the real agent instruction, in a fixed order."""
     texts = list(_CORPUS)
     try:  # the one instruction used for training and evaluation; keep tokenization of it reasonable
-        from agentrefine_lg import prompts
+        from agentrefine_lg import agent_format
 
-        texts += [prompts.AGENT_SYSTEM, prompts.AGENT_ACTION_LINE, prompts.AGENT_TURN]
+        texts += [agent_format.AGENT_SYSTEM, agent_format.AGENT_ACTION_LINE, agent_format.AGENT_TURN]
     except ImportError:  # pragma: no cover - training/ used without the library
         pass
     # The shipped data (grounded-teacher and hand-written trajectories): the register of the default run.

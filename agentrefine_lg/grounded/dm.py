@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentrefine_lg import prompts
 from agentrefine_lg.checks import match_action
 from agentrefine_lg.env import StepResult, TextEnv
 from agentrefine_lg.errors import InputError
+from agentrefine_lg.grounded import narration
 from agentrefine_lg.grounded.engine import (
     GameInfo,
     GameSpec,
@@ -139,17 +139,17 @@ def judge(script: Script, session: TextWorldSession, action: str, *, commit: boo
             spec = script.available_actions[m.template]
             slot, value = next(((s, v) for s, v in m.values.items() if v not in spec.parameters.get(s, [])),
                                (next(iter(m.values), "value"), action))
-            observation = prompts.GROUNDED_OBS_BAD_VALUE.format(slot=slot, slot_words=slot.replace("_", " "),
+            observation = narration.GROUNDED_OBS_BAD_VALUE.format(slot=slot, slot_words=slot.replace("_", " "),
                                                               value=value, template=m.template)
             detail = {"match": m.kind, "slot": slot, "value": value, "template": m.template}
         else:
             verb = action.strip().split()[0] if action.strip() else ""
             forms = [t for t in script.available_actions if t.split()[0] == verb]
             hint = f', e.g. "{forms[0]}"' if forms else ""
-            observation = prompts.GROUNDED_OBS_NO_TEMPLATE.format(action=action.strip(), hint=hint)
+            observation = narration.GROUNDED_OBS_NO_TEMPLATE.format(action=action.strip(), hint=hint)
             detail = {"match": m.kind}
         return Verdict("parameter_error", observation,
-                       prompts.GROUNDED_DM_PARAMETER.format(action=action.strip(), reason=m.message),
+                       narration.GROUNDED_DM_PARAMETER.format(action=action.strip(), reason=m.message),
                        state=state, detail=detail)
     command = m.template.format(**m.values)
     for entity in _targets(script, m.template, m.values):
@@ -159,13 +159,13 @@ def judge(script: Script, session: TextWorldSession, action: str, *, commit: boo
             session.undo()
             where = state.where(entity)
             return Verdict("place_error", after.feedback,
-                           prompts.GROUNDED_DM_PLACE.format(entity=entity, where=where, room=state.room, action=command),
+                           narration.GROUNDED_DM_PLACE.format(entity=entity, where=where, room=state.room, action=command),
                            command, state=state, detail={"entity": entity, "where": where})
     after = session.raw_step(command)
     if after.lost:
         session.undo()
-        return Verdict("logic_error", f"{after.feedback}\n{prompts.GROUNDED_OBS_LOST_SUFFIX}",
-                       prompts.GROUNDED_DM_LOST.format(action=command), command, state=state, detail={"lost": True})
+        return Verdict("logic_error", f"{after.feedback}\n{narration.GROUNDED_OBS_LOST_SUFFIX}",
+                       narration.GROUNDED_DM_LOST.format(action=command), command, state=state, detail={"lost": True})
     # Accepted: the world changed, or an information command (look, inventory, examine) the engine lists as
     # admissible. A listed command that changes nothing was not carried out (e.g. the parser asked back).
     informational = m.template.split()[0] in INFORMATION_VERBS
@@ -174,10 +174,10 @@ def judge(script: Script, session: TextWorldSession, action: str, *, commit: boo
             session.commit(command, after)
         else:
             session.undo()
-        template = prompts.GROUNDED_DM_WON if after.won else prompts.GROUNDED_DM_OK
+        template = narration.GROUNDED_DM_WON if after.won else narration.GROUNDED_DM_OK
         return Verdict(None, after.feedback, template.format(action=command), command, won=after.won, state=after)
     session.undo()
-    return Verdict("logic_error", after.feedback, prompts.GROUNDED_DM_LOGIC.format(action=command), command,
+    return Verdict("logic_error", after.feedback, narration.GROUNDED_DM_LOGIC.format(action=command), command,
                    state=state)
 
 
@@ -200,7 +200,7 @@ class GroundedDM:
         with session.lock:
             if not history:
                 session.sync([])
-                return Turn(turn=1, role="DM", thought=prompts.GROUNDED_DM_OPEN, observation=session.opening,
+                return Turn(turn=1, role="DM", thought=narration.GROUNDED_DM_OPEN, observation=session.opening,
                             parameter_error=False, place_error=False, logic_error=False)
             last = history[-1]
             if not last.is_player:

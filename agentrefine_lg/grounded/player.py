@@ -25,9 +25,9 @@ import random
 import string
 from dataclasses import dataclass
 
-from agentrefine_lg import prompts
 from agentrefine_lg.checks import match_action, normalize_action
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.grounded import narration
 from agentrefine_lg.grounded.dm import (
     INSTRUMENT_SLOTS,
     GroundedWorlds,
@@ -199,7 +199,7 @@ def step_thought(script: Script, state: WorldState, command: str, rng: random.Ra
         key = verb
     else:
         key = "other"
-    return _fmt(rng.choice(prompts.GROUNDED_STEP[key]), **fields)
+    return _fmt(rng.choice(narration.GROUNDED_STEP[key]), **fields)
 
 
 def refine_thought(script: Script, state: WorldState, bad: str, answer: Turn, fix: str, rng: random.Random) -> str:
@@ -214,21 +214,21 @@ def refine_thought(script: Script, state: WorldState, bad: str, answer: Turn, fi
             slot, value = next(((s, v) for s, v in m.values.items() if v not in allowed.get(s, [])),
                                next(iter(m.values.items()), ("value", bad)))
             right = fm.values.get(slot) or fix
-            return _fmt(prompts.GROUNDED_REFINE["bad_value"], obs=obs, value=value, slot=slot, right=right, fix=fix)
-        return _fmt(prompts.GROUNDED_REFINE["no_template"], obs=obs, bad=bad, form=fm.template or fix, fix=fix)
+            return _fmt(narration.GROUNDED_REFINE["bad_value"], obs=obs, value=value, slot=slot, right=right, fix=fix)
+        return _fmt(narration.GROUNDED_REFINE["no_template"], obs=obs, bad=bad, form=fm.template or fix, fix=fix)
     if answer.place_error:
         far = [e for e in _targets(m.values) if state.exists(e) and not state.reachable(e)]
         entity = far[0] if far else (_targets(m.values) or ["object"])[0]
-        return _fmt(prompts.GROUNDED_REFINE["place"], obs=obs, entity=entity, where=state.where(entity),
+        return _fmt(narration.GROUNDED_REFINE["place"], obs=obs, entity=entity, where=state.where(entity),
                     room=state.room or "this room", next=nxt)
     exits = state.exits.get(state.room or "", {})
     if m.template == "go {direction}" and m.values.get("direction") not in exits:
         lead = ", ".join(f"{d} to the {r}" for d, r in sorted(exits.items())) or "nowhere"
-        return _fmt(prompts.GROUNDED_REFINE["no_exit"], obs=obs, direction=m.values["direction"],
+        return _fmt(narration.GROUNDED_REFINE["no_exit"], obs=obs, direction=m.values["direction"],
                     room=state.room or "room", exits=lead, next=nxt)
     if canonical_command(script, bad) in state.policy[1:]:
-        return _fmt(prompts.GROUNDED_REFINE["order"], obs=obs, bad=bad, fix=fix, next=nxt)
-    return _fmt(prompts.GROUNDED_REFINE["logic"], obs=obs, bad=bad, next=nxt)
+        return _fmt(narration.GROUNDED_REFINE["order"], obs=obs, bad=bad, fix=fix, next=nxt)
+    return _fmt(narration.GROUNDED_REFINE["logic"], obs=obs, bad=bad, next=nxt)
 
 
 def _short_goal(goal: str, limit: int = 220) -> str:
@@ -306,12 +306,12 @@ class GroundedPlayer:
                 previous = history[errors[-1] + 1].flags[0] if errors else None
                 mistake = self._pick(script, session, state, plan, len(errors), previous, failed, fix, rng)
             if mistake is not None:
-                thought = _fmt(rng.choice(prompts.GROUNDED_MISTAKE[mistake.sub]), entity=mistake.entity,
+                thought = _fmt(rng.choice(narration.GROUNDED_MISTAKE[mistake.sub]), entity=mistake.entity,
                                direction=mistake.direction)
                 return Turn(turn=number, role="Player", thought=thought, action=mistake.action)
             thought = step_thought(script, state, fix, rng)
             if not players:
-                thought = prompts.GROUNDED_FIRST.format(objective=_short_goal(script.goal)) + thought
+                thought = narration.GROUNDED_FIRST.format(objective=_short_goal(script.goal)) + thought
             return Turn(turn=number, role="Player", thought=thought, action=fix)
 
     def _pick(self, script: Script, session: TextWorldSession, state: WorldState, plan: MistakePlan, index: int,

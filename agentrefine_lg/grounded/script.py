@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agentrefine_lg import prompts
+from agentrefine_lg.grounded import narration
 from agentrefine_lg.grounded.engine import ENGINE_NAME, Fact, GameInfo, GameSpec, WorldState
 from agentrefine_lg.schema import ActionSpec, Script
 
@@ -66,7 +66,7 @@ def completion_conditions(info: GameInfo) -> list[str]:
         out.append(f'The game reports the quest as won (its walkthrough ends with "{info.walkthrough[-1]}").')
     if info.fail:
         facts = "; ".join(render_fact(f) for f in info.fail)
-        out.append(prompts.GROUNDED_LOSE_CONDITION.format(facts=facts))
+        out.append(narration.GROUNDED_LOSE_CONDITION.format(facts=facts))
     return out
 
 
@@ -100,8 +100,8 @@ def environment(info: GameInfo) -> dict[str, Any]:
             entry["objects"] = objects
         rooms[room] = entry
     carrying = state.inventory
-    description = prompts.GROUNDED_ENV_DESCRIPTION.format(
-        kind_text=prompts.GROUNDED_KIND_TEXT.get(info.kind, prompts.GROUNDED_KIND_TEXT["custom"]),
+    description = narration.GROUNDED_ENV_DESCRIPTION.format(
+        kind_text=narration.GROUNDED_KIND_TEXT.get(info.kind, narration.GROUNDED_KIND_TEXT["custom"]),
         n_rooms=len(info.rooms),
         rooms=", ".join(info.rooms),
         room=state.room,
@@ -119,7 +119,7 @@ def available_actions(info: GameInfo) -> dict[str, ActionSpec]:
     for form in info.forms:
         out[form.template] = ActionSpec(
             template=form.template,
-            description=prompts.GROUNDED_ACTION_HELP.get(
+            description=narration.GROUNDED_ACTION_HELP.get(
                 f"{form.verb}_from" if " from " in form.template else form.verb, ""),
             verification_code=verification_regex(form.template),
             parameters={slot: list(values) for slot, values in form.parameters.items()},
