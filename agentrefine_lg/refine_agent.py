@@ -288,7 +288,11 @@ def create_refine_agent(
                 flags["parameter_error"] = flags["parameter_error"] or not engine_rejected
                 specs = action_specs if action_specs is not None else script.available_actions
                 templates = ", ".join(specs.available_actions if isinstance(specs, Script) else specs)
-                notes.append(prompts.REFINE_INVALID_ACTION.format(message=match.message or "invalid", actions=templates))
+                # An engine whose reply already says "Invalid action ..." (BabyAI, PDDL) has explained the
+                # rejection: a second "Invalid action" note would repeat it in the same observation.
+                if "invalid action" not in (result.get("observation") or "").lower():
+                    notes.append(prompts.REFINE_INVALID_ACTION.format(message=match.message or "invalid",
+                                                                      actions=templates))
         if result.get("error") == "parameter_error" and not format_error:
             invalid = True
         done = bool(result.get("done"))
