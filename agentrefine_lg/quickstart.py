@@ -243,10 +243,10 @@ def _tail(log: Path, lines: int = 15) -> str:
 def synth_figure(data_dir: Path) -> str:
     """The synthesize stage's key figure, from its manifest."""
     summary = json.loads((data_dir / "manifest.json").read_text()).get("summary", {})
-    rate = summary.get("acceptance_rate")
+    rate, pairs = summary.get("acceptance_rate"), summary.get("mean_pairs")
     return (f"{summary.get('accepted', 0)} samples accepted"
             f"{'' if rate is None else f' ({100 * rate:.0f}% of personas)'}, "
-            f"{summary.get('mean_pairs')} error->refine pairs per trajectory")
+            f"{'no' if pairs is None else f'{pairs:.2f}'} error->refine pairs per trajectory")
 
 
 _CHECKED = re.compile(r"checked (\d+) record\(s\): (\d+) ok, (\d+) with problems")

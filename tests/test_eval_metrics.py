@@ -9,11 +9,11 @@ import pytest
 from agentrefine_lg.eval.metrics import (
     aggregate,
     bootstrap_ci,
-    wilson_interval,
     count_repeated_mistakes,
     episode_metrics,
     step_outcomes,
     summarize,
+    wilson_interval,
 )
 from agentrefine_lg.schema import Turn
 

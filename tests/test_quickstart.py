@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from agentrefine_lg.quickstart import build_plan, cli_add_arguments, show
+from agentrefine_lg.errors import AgentRefineError
+from agentrefine_lg.quickstart import (
+    Stages,
+    build_plan,
+    check_figure,
+    cli_add_arguments,
+    eval_figure,
+    show,
+    synth_figure,
+    train_figure,
+    write_report,
+)
 
 
 def plan_for(*argv: str):
@@ -80,19 +93,6 @@ def test_the_whole_loop_writes_its_report(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- output
 
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from agentrefine_lg.errors import AgentRefineError  # noqa: E402
-from agentrefine_lg.quickstart import (  # noqa: E402
-    Stages,
-    check_figure,
-    eval_figure,
-    synth_figure,
-    train_figure,
-    write_report,
-)
-
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -157,7 +157,7 @@ def _fake_run(out: Path) -> None:
 
 def test_key_figures_and_the_report_read_the_run_outputs(tmp_path):
     _fake_run(tmp_path)
-    assert synth_figure(tmp_path / "data") == "2 samples accepted (100% of personas), 2.0 error->refine pairs per trajectory"
+    assert synth_figure(tmp_path / "data") == "2 samples accepted (100% of personas), 2.00 error->refine pairs per trajectory"
     assert train_figure(tmp_path / "train") == "2 steps on 2 rows, loss 7.500 -> 2.090 (last step; mean 4.795)"
     assert eval_figure(tmp_path / "eval" / "tuned").startswith("success 0.0%, progress 0.0%, invalid actions 100.0%")
     log = tmp_path / "check.log"
@@ -173,3 +173,31 @@ def test_key_figures_and_the_report_read_the_run_outputs(tmp_path):
     assert "- tuned: agentrefine@http://127.0.0.1:1/v1 serving /w/tuned" in report
     for png in ("data_stats.png", "eval_comparison.png"):
         assert (tmp_path / png).stat().st_size > 10_000
+
+
+class _Terminal:
+    """A stderr that says it is a terminal and keeps what tqdm draws on it."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_on_a_terminal_the_stage_shows_a_bar_fed_by_its_log(tmp_path, monkeypatch, capsys):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    child = ("import sys, time\n"
+             "for i in range(1, 4):\n"
+             "    print(f'progress: eval {i}/3 episodes, 0s', file=sys.stderr, flush=True); time.sleep(0.4)\n")
+    Stages(tmp_path, total=1, secret="").run("eval tuned", [sys.executable, "-c", child], lambda log: "3 episodes")
+    assert "[1/1] eval tuned (eval)" in terminal.text and "3/3" in terminal.text
+    assert capsys.readouterr().out.count("\n") == 1  # the bar is cleared; the stage's one line stays
