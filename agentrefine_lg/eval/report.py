@@ -143,10 +143,9 @@ def plot_task(task: str, rows: Sequence[Mapping[str, Any]], agg: Mapping[str, An
               color=["#2a9d4b", "#457b9d", "#c8553d", "#e9a03b", "#8d5fa3"],
               cis=[agg.get(ci) if ci else None for _, ci, _ in METRICS])
     right.set_xticks(range(len(METRICS)), names, rotation=25, ha="right")
-    percent_axis(right, "%")
+    percent_axis(right, "% (whiskers: 95% Wilson CI)")
     right.set_xlabel("metric (success, progress: per episode; errors: per step)")
-    right.set_title(f"rates over {agg.get('episodes', len(rows))} episode(s), {agg.get('steps', '?')} steps "
-                    "(95% Wilson CI)")
+    right.set_title(f"rates over {agg.get('episodes', len(rows))} episode(s), {agg.get('steps', '?')} steps")
     fig.suptitle(title or task)
     if caption:
         fig.text(0.01, 0.01, caption, fontsize=7, color="#555555")
