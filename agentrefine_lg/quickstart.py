@@ -21,6 +21,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -341,7 +342,6 @@ def plot_comparison(summaries: dict[str, dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.patches import Patch
 
     from agentrefine_lg.eval.report import METRICS, draw_bars, percent_axis
@@ -372,8 +372,6 @@ def plot_comparison(summaries: dict[str, dict], path: Path) -> None:
     first = next(iter(summaries.values()))
     lines += ["", f"{first.get('max_steps', '?')} steps at most per episode, seed {first.get('seed', '?')};",
               "the oracle is each engine's own solver: the ceiling", "these tasks allow within that step cap."]
-    import textwrap
-
     wrapped = "\n".join(textwrap.fill(line, 60, subsequent_indent="    ") if line else "" for line in lines)
     last.text(0, 1, wrapped, va="top", ha="left", fontsize=8, family="monospace", transform=last.transAxes)
     fig.suptitle("Held-out evaluation through the refine agent: untuned base vs refinement-tuned vs oracle")
@@ -413,8 +411,6 @@ def plot_data(stats: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
 
 
 STAGE_NAMES = ("synthesize", "check", "train", "serve tuned", "eval tuned", "serve base", "eval base",
