@@ -1,11 +1,12 @@
 """``agentrefine quickstart``: the whole AgentRefine loop in one command, offline on the embedded defaults.
 
 synthesize (grounded teacher) -> check -> refinement-tune (tiny local model) -> serve (transformers backend on
-loopback) -> evaluate the tuned and the untuned model through the LangGraph refine agent on held-out tasks
--> report (Markdown + PNG) in one folder.
+loopback) -> evaluate the tuned and the untuned model through the LangGraph refine agent on held-out tasks, and
+the engines' oracle as the ceiling -> report (Markdown + PNG) in one folder.
 
-Each stage is the very command a user would type (printed before it runs), run as a subprocess so that every
-stage is also reproducible on its own, and so that a stage's memory is returned before the next starts.
+Each stage is the very command a user would type (the first line of its log in ``<out>/logs/``), run as a
+subprocess so that every stage is also reproducible on its own, and so that a stage's memory is returned before
+the next starts. The console gets one line per stage: what ran, its key figure, its time.
 ``--teacher``, ``--base-model`` and ``--serve vllm`` swap in the real parts; ``--dry-run`` prints the plan.
 """
 
@@ -14,18 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shlex
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.eval.report import _ci, _pct, model_caption  # the same formatting as the eval reports
 
 CLI = [sys.executable, "-m", "agentrefine_lg.cli"]
 DEFAULT_TASKS = "babyai,pddl,alfworld,jericho"
@@ -43,6 +48,7 @@ class Plan:
     serve_base: list[str]
     eval_tuned: list[str]
     eval_base: list[str]
+    eval_oracle: list[str]
     api_key: str = field(repr=False, default="")
     ports: tuple[int, int] = (0, 0)
 
@@ -89,14 +95,22 @@ def build_plan(args: argparse.Namespace) -> Plan:
     tuned += ["--port", str(ports[0]), "--api-key", key]
     base_cmd += ["--port", str(ports[1]), "--api-key", key]
 
-    def evaluate(port: int, name: str) -> list[str]:
-        return [*CLI, "eval", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "agentrefine", "--api-key", key,
-                "--tasks", args.tasks, "--episodes", str(args.episodes), "--max-steps", str(args.max_steps),
-                "--max-tokens", str(args.max_tokens), "--seed", str(args.seed), "--out", str(eval_dir / name)]
+    common = ["--tasks", args.tasks, "--episodes", str(args.episodes), "--max-steps", str(args.max_steps),
+              "--seed", str(args.seed)]
 
-    return Plan(out=out, synthesize=synth, check=[*CLI, "check", "-q", str(data / "samples.jsonl")], train=train,
-                serve_tuned=tuned, serve_base=base_cmd, eval_tuned=evaluate(ports[0], "tuned"),
-                eval_base=evaluate(ports[1], "base"), api_key=key, ports=ports)
+    def evaluate(port: int, name: str, weights: str) -> list[str]:
+        return [*CLI, "eval", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "agentrefine", "--api-key", key,
+                *common, "--max-tokens", str(args.max_tokens), "--label", name, "--model-path", weights,
+                "--out", str(eval_dir / name)]
+
+    tuned_weights = str(train_dir / "merged") if args.serve != "vllm" else f"{base} + adapter {train_dir}"
+    return Plan(out=out, synthesize=synth, check=[*CLI, "check", str(data / "samples.jsonl")], train=train,
+                serve_tuned=tuned, serve_base=base_cmd, eval_tuned=evaluate(ports[0], "tuned", tuned_weights),
+                eval_base=evaluate(ports[1], "base", base),
+                # the engines' own solvers: the ceiling these tasks allow within --max-steps
+                eval_oracle=[*CLI, "eval", "--agent", "oracle", *common, "--label", "oracle",
+                             "--out", str(eval_dir / "oracle")],
+                api_key=key, ports=ports)
 
 
 def show(cmd: list[str], *, secret: str = "") -> str:
@@ -114,7 +128,9 @@ def show(cmd: list[str], *, secret: str = "") -> str:
 
 
 class Stages:
-    """Runs stages one by one, one line each, logging their output to ``<out>/logs``."""
+    """Runs stages one by one: one console line each (what ran, its key figure, its time), everything the
+    stage prints in ``<out>/logs/NN-name.log``, and on a terminal a progress bar fed by the log's progress
+    lines (:mod:`agentrefine_lg.progress`)."""
 
     def __init__(self, out: Path, total: int, secret: str):
         self.out, self.total, self.secret = out, total, secret
@@ -123,39 +139,43 @@ class Stages:
         self.n = 0
         self.timings: dict[str, float] = {}
 
-    def run(self, name: str, cmd: list[str], *, stream: bool = True) -> None:
+    def _open_log(self, name: str, cmd: list[str]) -> Path:
         self.n += 1
-        print(f"[{self.n}/{self.total}] {name}: {show(cmd, secret=self.secret)}", flush=True)
-        start = time.perf_counter()
         log = self.logs / f"{self.n:02d}-{name.replace(' ', '_')}.log"
-        with log.open("w", encoding="utf-8") as fh:
-            # stderr (progress bars) goes to the terminal; stdout (reports) to the log and the terminal.
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None if stream else fh, text=True,
-                                    env=_child_env())
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                fh.write(line)
-                if stream:
-                    print(f"    {line.rstrip()}", flush=True)
-            code = proc.wait()
+        log.write_text(f"$ {show(cmd, secret=self.secret)}\n", encoding="utf-8")
+        return log
+
+    def line(self, name: str, figure: str, seconds: float) -> None:
+        print(f"[{self.n}/{self.total}] {name:<11} {figure}  ({seconds:.1f}s)", flush=True)
+
+    def run(self, name: str, cmd: list[str], figure: Callable[[Path], str]) -> None:
+        """Run ``cmd`` to completion; ``figure(log)`` gives the stage's key figure from its outputs."""
+        log = self._open_log(name, cmd)
+        start = time.perf_counter()
+        with log.open("a", encoding="utf-8") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_child_env())
+            code = _follow(proc, log, f"[{self.n}/{self.total}] {name}")
         self.timings[name] = time.perf_counter() - start
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"exit code {code} after {self.timings[name]:.1f}s\n")
         if code != 0:
-            raise AgentRefineError(f"stage '{name}' failed with exit code {code}; see {log}")
-        print(f"    done in {self.timings[name]:.1f}s", flush=True)
+            raise AgentRefineError(f"stage '{name}' failed with exit code {code}; its output: {log}\n"
+                                   + _tail(log))
+        self.line(name, figure(log), self.timings[name])
 
     def serve(self, name: str, cmd: list[str], port: int) -> subprocess.Popen:
         """Start a server stage in the background and wait until it answers ``/health``."""
         import urllib.request
 
-        self.n += 1
-        print(f"[{self.n}/{self.total}] {name}: {show(cmd, secret=self.secret)}", flush=True)
+        log = self._open_log(name, cmd)
         start = time.perf_counter()
-        log = (self.logs / f"{self.n:02d}-{name.replace(' ', '_')}.log").open("w", encoding="utf-8")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env())
+        with log.open("a", encoding="utf-8") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_child_env())
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise AgentRefineError(f"stage '{name}': the server exited with code {proc.returncode}; see {log.name}")
+                raise AgentRefineError(f"stage '{name}': the server exited with code {proc.returncode}; its output: "
+                                       f"{log}\n" + _tail(log))
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                     if r.status == 200:
@@ -164,15 +184,110 @@ class Stages:
                 time.sleep(0.5)
         else:
             proc.terminate()
-            raise AgentRefineError(f"stage '{name}': no answer on port {port} within 600 s")
+            raise AgentRefineError(f"stage '{name}': no answer on port {port} within 600 s; its output: {log}")
         self.timings[name] = time.perf_counter() - start
-        print(f"    serving at http://127.0.0.1:{port}/v1 (ready in {self.timings[name]:.1f}s)", flush=True)
+        self.line(name, f"ready at http://127.0.0.1:{port}/v1", self.timings[name])
         return proc
+
+
+def _follow(proc: subprocess.Popen, log: Path, desc: str) -> int:
+    """Wait for ``proc``; on a terminal, draw a bar from the progress lines it writes to ``log``."""
+    from tqdm.auto import tqdm
+
+    from agentrefine_lg.progress import parse_progress
+
+    bar = None
+    offset = 0
+    while True:
+        code = proc.poll()
+        if sys.stderr.isatty():
+            with log.open("rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+            cut = chunk.rfind(b"\n") + 1  # a partial last line waits for the next read
+            offset += cut
+            for line in chunk[:cut].decode("utf-8", errors="replace").splitlines():
+                parsed = parse_progress(line)
+                if parsed is None:
+                    continue
+                what, done, total = parsed
+                if bar is None or bar.total != total:
+                    if bar is not None:
+                        bar.close()
+                    bar = tqdm(total=total, desc=f"{desc} ({what})", leave=False, dynamic_ncols=True)
+                bar.update(done - bar.n)
+        if code is not None:
+            if bar is not None:
+                bar.close()
+            return code
+        time.sleep(0.3)
+
+
+def _scrub(logs: Path, secret: str) -> None:
+    """Replace the run's API key in the stage logs (``agentrefine serve`` prints it for copy-pasting)."""
+    if not secret:
+        return
+    for log in logs.glob("*.log"):
+        text = log.read_text(encoding="utf-8", errors="replace")
+        if secret in text:
+            log.write_text(text.replace(secret, "$KEY"), encoding="utf-8")
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    text = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+# ---------------------------------------------------------------------------------------------- key figures
+
+
+def synth_figure(data_dir: Path) -> str:
+    """The synthesize stage's key figure, from its manifest."""
+    summary = json.loads((data_dir / "manifest.json").read_text()).get("summary", {})
+    rate, pairs = summary.get("acceptance_rate"), summary.get("mean_pairs")
+    return (f"{summary.get('accepted', 0)} samples accepted"
+            f"{'' if rate is None else f' ({100 * rate:.0f}% of personas)'}, "
+            f"{'no' if pairs is None else f'{pairs:.2f}'} error->refine pairs per trajectory")
+
+
+_CHECKED = re.compile(r"checked (\d+) record\(s\): (\d+) ok, (\d+) with problems")
+
+
+def check_figure(log: Path) -> str:
+    """The check stage's key figure: its own closing count, read from its log."""
+    found = _CHECKED.findall(log.read_text(encoding="utf-8", errors="replace"))
+    if not found:
+        return "no count printed (see the log)"
+    total, ok, bad = found[-1]
+    return f"{ok}/{total} records pass the rule checks" + (f", {bad} with problems" if int(bad) else "")
+
+
+def train_figure(train_dir: Path) -> str:
+    """The train stage's key figure, from train_log.json: steps and the first, last and mean loss."""
+    log = json.loads((train_dir / "train_log.json").read_text())
+    steps = log.get("steps") or []
+    if not steps:
+        return f"{log.get('train_rows')} rows, no loss logged"
+    return (f"{len(steps)} steps on {log.get('train_rows')} rows, loss {steps[0]['loss']:.3f} -> "
+            f"{steps[-1]['loss']:.3f} (last step; mean {log.get('mean_loss', float('nan')):.3f})")
+
+
+def eval_figure(eval_dir: Path) -> str:
+    """An eval stage's key figure, from its summary.json: the mean over tasks and the pooled error rates."""
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    overall = summary.get("overall") or {}
+    unavailable = summary.get("unavailable") or {}
+    text = (f"success {_pct(overall.get('success_rate_task_mean'))}%, progress "
+            f"{_pct(overall.get('progress_rate_task_mean'))}%, invalid actions {_pct(overall.get('invalid_action_rate'))}%, "
+            f"format errors {_pct(overall.get('format_error_rate'))}% ({overall.get('episodes', 0)} episodes)")
+    return text + (f"; unavailable: {', '.join(unavailable)}" if unavailable else "")
 
 
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers' weight loading/saving bars are carriage-return noise in a log; ours summarise the stages
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     env.setdefault("HF_HUB_OFFLINE", "1")
     return env
 
@@ -215,65 +330,104 @@ def data_stats(samples_path: Path) -> dict[str, Any]:
             "assistant_turns_trained": trained, "assistant_turns_masked": masked}
 
 
-def _plot_comparison(tuned: dict, base: dict, path: Path) -> None:
+#: The models the quickstart compares, in plot order, with their colours.
+MODELS: tuple[tuple[str, str], ...] = (("base", "#9aa5b1"), ("tuned", "#2f6db5"), ("oracle", "#2a9d4b"))
+
+
+def plot_comparison(summaries: dict[str, dict], path: Path) -> None:
+    """``eval_comparison.png``: the five reported metrics per task for each model (base / tuned / oracle),
+    every bar labelled (0 included), success and progress with 95% Wilson intervals, the models' weights in
+    the last panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    tasks = [t for t in tuned.get("tasks", {}) if t in base.get("tasks", {})]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    width = 0.38
-    panels = ((axes[0], "success_rate", "success rate"), (axes[1], "progress_rate", "progress rate"),
-              (axes[2], "format_error_rate", "format-error rate (lower is better)"))
-    for ax, metric, title in panels:
-        xs = range(len(tasks))
-        ax.bar([x - width / 2 for x in xs], [100 * base["tasks"][t][metric] for t in tasks], width, label="untuned base")
-        ax.bar([x + width / 2 for x in xs], [100 * tuned["tasks"][t][metric] for t in tasks], width, label="refinement-tuned")
-        ax.set_xticks(list(xs), tasks)
-        ax.set_ylim(0, 100)
-        ax.set_ylabel("%")
-        ax.set_title(title)
-    axes[0].legend(fontsize=8)
+    from agentrefine_lg.eval.report import METRICS, draw_bars, percent_axis
+
+    present = [(name, colour) for name, colour in MODELS if name in summaries]
+    tasks = [t for t in next(iter(summaries.values())).get("tasks", {})
+             if all(t in summ.get("tasks", {}) for summ in summaries.values())]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    width = 0.8 / max(len(present), 1)
+    for ax, (key, ci_key, label) in zip(axes.flat, METRICS):
+        for i, (name, colour) in enumerate(present):
+            rows = summaries[name]["tasks"]
+            xs = [x + (i - (len(present) - 1) / 2) * width for x in range(len(tasks))]
+            draw_bars(ax, xs, [rows[t].get(key) for t in tasks], width=width, color=colour, label=name,
+                      cis=[rows[t].get(ci_key) for t in tasks] if ci_key else None)
+        ax.set_xticks(list(range(len(tasks))), tasks)
+        ax.set_xlabel("task")
+        per = "episodes, 95% Wilson CI" if ci_key else "steps, pooled"
+        percent_axis(ax, f"{label} rate (%)")
+        ax.set_title(f"{label} rate (% of {per})" + ("" if ci_key else ", lower is better"))
+    last = axes.flat[len(METRICS)]
+    last.axis("off")
+    last.set_title("models")
+    # one legend for all panels, here: per-panel legends would cover the value labels near 100
+    handles = [Patch(color=colour, label=name) for name, colour in present]
+    last.legend(handles=handles, loc="lower left", fontsize=9, title="bars", frameon=False)
+    lines = [model_caption(summaries[name]) for name, _ in present]
+    first = next(iter(summaries.values()))
+    lines += ["", f"{first.get('max_steps', '?')} steps at most per episode, seed {first.get('seed', '?')};",
+              "the oracle is each engine's own solver: the ceiling", "these tasks allow within that step cap."]
+    wrapped = "\n".join(textwrap.fill(line, 60, subsequent_indent="    ") if line else "" for line in lines)
+    last.text(0, 1, wrapped, va="top", ha="left", fontsize=8, family="monospace", transform=last.transAxes)
+    fig.suptitle("Held-out evaluation through the refine agent: untuned base vs refinement-tuned vs oracle")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def _plot_data(stats: dict, path: Path) -> None:
+def plot_data(stats: dict, path: Path) -> None:
+    """``data_stats.png``: error->refine pairs per trajectory and the DM's error flags, counts labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    pairs = stats["pairs"] or [0]
-    axes[0].hist(pairs, bins=range(max(pairs) + 2), align="left", rwidth=0.8)
-    axes[0].set_xlabel("error->refine pairs per trajectory")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    pairs = stats["pairs"]
+    edges = range(max(pairs or [0]) + 2)
+    counts = [pairs.count(k) for k in edges[:-1]]
+    bars = axes[0].bar(list(edges[:-1]), counts, width=0.8, color="#2f6db5")
+    axes[0].bar_label(bars, fontsize=8)
+    axes[0].set_xticks(list(edges[:-1]))
+    axes[0].set_xlabel("error->refine pairs in the trajectory")
     axes[0].set_ylabel("trajectories")
+    axes[0].set_title(f"error->refine pairs per trajectory ({len(pairs)} trajectories)")
     kinds = stats["error_kinds"]
-    axes[1].bar(list(kinds) or ["none"], list(kinds.values()) or [0])
+    names = ["parameter_error", "place_error", "logic_error"]
+    names += [k for k in kinds if k not in names]
+    bars = axes[1].bar(names, [kinds.get(k, 0) for k in names], width=0.6, color="#c8553d")
+    axes[1].bar_label(bars, fontsize=8)
+    axes[1].set_xlabel("DM error flag")
+    axes[1].set_ylabel("flagged DM turns")
     axes[1].set_title("DM error flags in the data")
+    for ax in axes:
+        ax.set_ylim(0, max([*counts, *kinds.values(), 1]) * 1.15)
+    fig.suptitle("Synthesized refinement-tuning data")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
+STAGE_NAMES = ("synthesize", "check", "train", "serve tuned", "eval tuned", "serve base", "eval base",
+               "eval oracle")
 
 
-def write_report(plan: Plan, timings: dict[str, float], args: argparse.Namespace) -> Path:
-    """``report.md`` and its PNGs, every number read from this run's own outputs."""
+def write_report(plan: Plan, timings: dict[str, float], total_s: float, args: argparse.Namespace) -> Path:
+    """``report.md`` and its PNGs, every number read from this run's own outputs; ``total_s`` is the wall
+    time the console reports too."""
     out = plan.out
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     summary = manifest.get("summary", {})
     stats = data_stats(out / "data" / "samples.jsonl")
     train_log = json.loads((out / "train" / "train_log.json").read_text())
-    tuned = json.loads((out / "eval" / "tuned" / "summary.json").read_text())
-    base = json.loads((out / "eval" / "base" / "summary.json").read_text())
-    _plot_data(stats, out / "data_stats.png")
-    _plot_comparison(tuned, base, out / "eval_comparison.png")
+    evals = {name: json.loads((out / "eval" / name / "summary.json").read_text()) for name, _ in MODELS}
+    plot_data(stats, out / "data_stats.png")
+    plot_comparison(evals, out / "eval_comparison.png")
     loss_png = out / "train" / "loss.png"
 
     mean = (lambda xs: sum(xs) / len(xs) if xs else 0.0)
@@ -282,12 +436,14 @@ def write_report(plan: Plan, timings: dict[str, float], args: argparse.Namespace
         f"Run of `agentrefine quickstart` in `{out}`; every number below is read from this run's outputs.", "",
         "## Stages", "", "| stage | command | seconds |", "|---|---|---|",
     ]
-    cmds = {"synthesize": plan.synthesize, "check": plan.check, "train": plan.train, "serve tuned": plan.serve_tuned,
-            "eval tuned": plan.eval_tuned, "serve base": plan.serve_base, "eval base": plan.eval_base}
+    cmds = dict(zip(STAGE_NAMES, (plan.synthesize, plan.check, plan.train, plan.serve_tuned, plan.eval_tuned,
+                                  plan.serve_base, plan.eval_base, plan.eval_oracle), strict=True))
     for name, cmd in cmds.items():
         lines.append(f"| {name} | `{show(cmd, secret=plan.api_key)}` | {timings.get(name, 0.0):.1f} |")
+    steps = train_log.get("steps") or []
     lines += [
-        f"| **total** | | {sum(timings.values()):.1f} |", "",
+        f"| **total** (wall clock, start to last stage; the console prints the same) | | {total_s:.1f} |", "",
+        "Each stage's full output is in `logs/`.", "",
         "## Data (synthesis + verification)", "",
         f"- teacher: `{manifest.get('teacher', {}).get('name') if isinstance(manifest.get('teacher'), dict) else manifest.get('teacher')}`",
         f"- accepted samples: {stats['samples']}; acceptance rate: {summary.get('acceptance_rate')}",
@@ -302,34 +458,38 @@ def write_report(plan: Plan, timings: dict[str, float], args: argparse.Namespace
         "![data](data_stats.png)", "",
         "## Refinement tuning", "",
         f"- base model: `{train_log.get('base_model')}`; rows {train_log.get('train_rows')} "
-        f"(dropped {train_log.get('dropped_rows')}); optimizer steps {len(train_log.get('steps', []))}",
-        f"- loss: first {train_log['steps'][0]['loss']:.4f} → final {train_log['steps'][-1]['loss']:.4f}"
-        if train_log.get("steps") else "- loss: (no steps logged)",
+        f"(dropped {train_log.get('dropped_rows')}); optimizer steps {len(steps)}",
+        (f"- loss: first step {steps[0]['loss']:.4f} → last step {steps[-1]['loss']:.4f}; mean over training "
+         f"{train_log.get('mean_loss', float('nan')):.4f}") if steps else "- loss: (no steps logged)",
         f"- throughput {train_log.get('tokens_per_second') or 0:.0f} tokens/s, train runtime "
         f"{train_log.get('train_runtime_s', 0):.1f}s", "",
     ]
     if loss_png.exists():
         lines += ["![loss](train/loss.png)", ""]
     lines += [
-        "## Held-out evaluation (refine agent, same loop for both models)", "",
+        "## Held-out evaluation (refine agent, same loop for every model)", "",
         f"Tasks `{args.tasks}`, {args.episodes} episode(s) each, at most {args.max_steps} steps, temperature 0, "
         f"reply cap {args.max_tokens} tokens. Each episode runs through `create_refine_agent`'s graph "
-        "(act → execute → feedback → retry-on-error).", "",
+        "(act → execute → feedback → retry-on-error). Success and progress: mean over episodes with the 95% "
+        "Wilson score interval in brackets (wide with few episodes, as it should be); error rates: per step.", "",
+        *(f"- {model_caption(evals[name])}" for name, _ in MODELS), "",
         "| task | model | success % | progress % | invalid action % | format error % | repeated mistake % |",
         "|---|---|---|---|---|---|---|",
     ]
-    for task in tuned.get("tasks", {}):
-        for label, summ in (("untuned base", base), ("refinement-tuned", tuned)):
-            row = summ["tasks"].get(task)
+    for task in evals["tuned"].get("tasks", {}):
+        for name, _ in MODELS:
+            row = evals[name]["tasks"].get(task)
             if row:
-                lines.append(f"| {task} | {label} | {_pct(row['success_rate'])} | {_pct(row['progress_rate'])} | "
+                lines.append(f"| {task} | {name} | {_pct(row['success_rate'])}{_ci(row.get('success_rate_ci'))} | "
+                             f"{_pct(row['progress_rate'])}{_ci(row.get('progress_rate_ci'))} | "
                              f"{_pct(row['invalid_action_rate'])} | {_pct(row['format_error_rate'])} | "
                              f"{_pct(row['repeated_mistake_rate'])} |")
-    unavailable = {**base.get("unavailable", {}), **tuned.get("unavailable", {})}
+    unavailable = {k: v for summ in evals.values() for k, v in (summ.get("unavailable") or {}).items()}
     for task, why in unavailable.items():
         lines.append(f"| {task} | – | unavailable: {why} | | | | |")
     lines += [
         "", "![evaluation](eval_comparison.png)", "",
+        "Per-task plots: `eval/<model>/<task>.png`.", "",
         "With the embedded defaults the student is a tiny randomly initialised model trained for minutes on",
         "templated data: at best it learns the answer format (compare the format-error columns), not the tasks.",
         "The scores show that the loop runs end to end, not the method's effect. Use `--teacher`, `--base-model`",
@@ -373,24 +533,33 @@ def cli_run(args: argparse.Namespace) -> int:
         raise InputError("--teacher-base-url needs --teacher-model", field="teacher-model")
     plan = build_plan(args)
     if args.dry_run:
-        for name in ("synthesize", "check", "train", "serve_tuned", "eval_tuned", "serve_base", "eval_base"):
+        for name in ("synthesize", "check", "train", "serve_tuned", "eval_tuned", "serve_base", "eval_base",
+                     "eval_oracle"):
             print(f"{name}: {show(getattr(plan, name), secret=plan.api_key)}")
         return 0
     started = time.perf_counter()
-    stages = Stages(plan.out, total=8, secret=plan.api_key)
-    stages.run("synthesize", plan.synthesize)
-    stages.run("check", plan.check)
-    stages.run("train", plan.train)
-    for label, serve_cmd, eval_cmd, port in (("tuned", plan.serve_tuned, plan.eval_tuned, plan.ports[0]),
-                                             ("base", plan.serve_base, plan.eval_base, plan.ports[1])):
-        server = None
-        try:
-            server = stages.serve(f"serve {label}", serve_cmd, port)
-            stages.run(f"eval {label}", eval_cmd)
-        finally:
-            _stop(server)
+    stages = Stages(plan.out, total=len(STAGE_NAMES) + 1, secret=plan.api_key)
+    print(f"agentrefine quickstart: {stages.total} stages into {plan.out}/ (each stage's command and output: "
+          f"{stages.logs}/; the commands alone: --dry-run)", flush=True)
+    data, train_dir, eval_dir = plan.out / "data", plan.out / "train", plan.out / "eval"
+    try:
+        stages.run("synthesize", plan.synthesize, lambda log: synth_figure(data))
+        stages.run("check", plan.check, check_figure)
+        stages.run("train", plan.train, lambda log: train_figure(train_dir))
+        for label, serve_cmd, eval_cmd, port in (("tuned", plan.serve_tuned, plan.eval_tuned, plan.ports[0]),
+                                                 ("base", plan.serve_base, plan.eval_base, plan.ports[1])):
+            server = None
+            try:
+                server = stages.serve(f"serve {label}", serve_cmd, port)
+                stages.run(f"eval {label}", eval_cmd, lambda log, label=label: eval_figure(eval_dir / label))
+            finally:
+                _stop(server)
+        stages.run("eval oracle", plan.eval_oracle, lambda log: eval_figure(eval_dir / "oracle"))
+    finally:
+        _scrub(stages.logs, plan.api_key)
+    total = time.perf_counter() - started
+    t0 = time.perf_counter()
+    report = write_report(plan, stages.timings, total, args)
     stages.n += 1
-    print(f"[{stages.n}/{stages.total}] report", flush=True)
-    report = write_report(plan, stages.timings, args)
-    print(f"    {report} (total {time.perf_counter() - started:.0f}s)")
+    stages.line("report", f"{report} (total {total:.0f}s, as in the report)", time.perf_counter() - t0)
     return 0

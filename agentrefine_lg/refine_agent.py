@@ -552,8 +552,11 @@ class RefineNodes:
                 invalid = True
                 flags["parameter_error"] = flags["parameter_error"] or not engine_rejected
                 actions = specs.available_actions if isinstance(specs, Script) else specs
-                notes.append(prompts.REFINE_INVALID_ACTION.format(message=match.message or "invalid",
-                                                                  actions=", ".join(actions)))
+                # An engine whose reply already says "Invalid action ..." (BabyAI, PDDL) has explained the
+                # rejection: a second "Invalid action" note would repeat it in the same observation.
+                if "invalid action" not in (result.get("observation") or "").lower():
+                    notes.append(prompts.REFINE_INVALID_ACTION.format(message=match.message or "invalid",
+                                                                      actions=", ".join(actions)))
         if result.get("error") == "parameter_error" and not format_error:
             invalid = True
         done = bool(result.get("done"))

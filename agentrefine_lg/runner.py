@@ -249,9 +249,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"distinct action templates {s['distinct_action_templates']}, distinct environments {s['distinct_environments']}",
         "counted (all personas): " + (", ".join(f"{k} {v}" for k, v in s["attempts"].items()) or "none"),
     ]
+    # Engine roles (the embedded teacher) make no LLM call: one line for all of them, not a zero line each.
+    idle = [m for m, u in s["usage"].items() if not u["calls"] and not u["input_tokens"] and not u["output_tokens"]]
     for model, usage in s["usage"].items():
-        lines.append(f"{model}: {usage['calls']} calls, {usage['input_tokens']} in + {usage['output_tokens']} out tokens, "
-                     f"cost {s['cost_usd'][model]}")
+        if model not in idle:
+            lines.append(f"{model}: {usage['calls']} calls, {usage['input_tokens']} in + {usage['output_tokens']} out "
+                         f"tokens, cost {s['cost_usd'][model]}")
+    if idle:
+        lines.append(f"no LLM calls, no cost: {', '.join(idle)}")
     return "\n".join(lines)
 
 
@@ -369,9 +374,8 @@ async def run_synthesis(
 ) -> RunResult:
     """Run ``graph`` (a compiled synthesis graph) over ``personas`` until ``n`` samples are accepted in
     ``out_dir`` (counting earlier runs'), with at most ``concurrency`` personas in flight."""
-    from tqdm.auto import tqdm
-
     from agentrefine_lg.llm_roles import is_fatal_error
+    from agentrefine_lg.progress import progress_bar
 
     if n < 1 or concurrency < 1:
         raise InputError("--n and --concurrency must be >= 1")
@@ -393,8 +397,8 @@ async def run_synthesis(
 
     sample_file, ledger_file = _Appender(out / SAMPLES), _Appender(out / LEDGER)
     counters = {"accepted": done_in_shard, "rejected": 0, "retries": 0, "tokens": 0, "crashed": 0}
-    bar = tqdm(total=n, initial=min(done_in_shard, n), unit="sample", desc="synthesize",
-               disable=(not progress) if progress is not None else None, dynamic_ncols=True)
+    # A bar on a terminal, summary lines in a log (progress=None); progress=False: silent.
+    bar = progress_bar(n, "synthesize", "samples", initial=min(done_in_shard, n), enabled=progress is not False)
 
     def postfix() -> None:
         bar.set_postfix(rejected=counters["rejected"], retries=counters["retries"], tokens=counters["tokens"], refresh=False)
@@ -633,6 +637,9 @@ def cli_run(args: argparse.Namespace) -> int:
         manifest_now = _read_manifest(Path(args.out))
         manifest_now["role_stats"] = {f"{type(r).__name__}": r.stats for r in teacher.roles if getattr(r, "stats", None)}
         _write_json_atomic(Path(args.out) / MANIFEST, manifest_now)
+    if result.new_accepted == 0 and result.new_rejected == 0 and result.crashed == 0 and not result.exhausted:
+        print(f"agentrefine synthesize: nothing to do: {args.out} already holds {result.summary['accepted']} accepted "
+              f"sample(s) for --n {args.n} (raise --n to add more); its summary:")
     print(format_summary(result.summary))
     if result.exhausted and result.summary["accepted"] < args.n:
         print(f"agentrefine synthesize: the personas ran out before {args.n} accepted samples "

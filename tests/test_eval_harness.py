@@ -344,3 +344,31 @@ def test_a_wrong_api_key_stops_the_run_before_any_episode(served_tiny, tmp_path)
     with pytest.raises(EndpointError):
         run_eval(tasks="pddl", episodes=1, model=spec, out=tmp_path, log=_quiet)
     assert not (tmp_path / "episodes.jsonl").exists()
+
+
+def test_zero_bars_are_drawn_and_labelled_and_titles_name_the_model(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from agentrefine_lg.eval.report import draw_bars, markdown_table, write_report
+
+    fig, ax = plt.subplots()
+    draw_bars(ax, [0, 1, 2], [0.0, 0.5, None], width=0.8, color="#123456", cis=[[0.0, 0.66], None, None])
+    assert [t.get_text() for t in ax.texts] == ["0", "50", "n/a"]
+    assert len(ax.collections) >= 1  # the zero is a line on the axis, not an invisible bar
+    assert ax.texts[0].get_position()[1] > 66  # the zero's label sits above its interval
+    plt.close(fig)
+    summary = {"model": "agentrefine@http://127.0.0.1:9/v1", "label": "tuned", "model_path": "/w/merged",
+               "max_steps": 8, "seed": 0, "task_info": {"jericho": {"family": "Jericho stand-in"}},
+               "tasks": {"jericho": {"episodes": 1, "steps": 8, "success_rate": 0.0, "progress_rate": 0.0,
+                                     "success_rate_ci": [0.0, 0.79], "progress_rate_ci": [0.0, 0.79],
+                                     "invalid_action_rate": 1.0, "format_error_rate": 0.0,
+                                     "repeated_mistake_rate": 0.5, "steps_to_success": None}}}
+    table = markdown_table(summary)
+    assert "Model: tuned: agentrefine@http://127.0.0.1:9/v1 serving /w/merged" in table
+    assert "| Jericho stand-in (jericho) | 1 | 0.0 [0.0, 79.0] |" in table and "(stand-in) (" not in table
+    rows = [{"task": "jericho", "episode": 0, "success": False, "progress": 0.0}]
+    paths = write_report(tmp_path, summary, rows)
+    assert paths["jericho"].stat().st_size > 10_000

@@ -13,6 +13,7 @@ from agentrefine_lg.eval.metrics import (
     episode_metrics,
     step_outcomes,
     summarize,
+    wilson_interval,
 )
 from agentrefine_lg.schema import Turn
 
@@ -98,3 +99,21 @@ def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
     assert bootstrap_ci(values, seed=1) == (low, high)
     assert bootstrap_ci([1, 1, 1]) == (1.0, 1.0)
     assert all(math.isnan(x) for x in bootstrap_ci([]))
+
+
+def test_wilson_intervals_stay_honest_for_few_episodes():
+    low, high = wilson_interval(0.0, 2)  # 0 successes out of 2 is not certainty of 0%
+    assert low == 0.0 and 0.6 < high < 0.7
+    low, high = wilson_interval(1.0, 3)
+    assert 0.4 < low < 0.5 and high == 1.0
+    low, high = wilson_interval(0.5, 1000)
+    assert 0.46 < low < 0.5 < high < 0.54  # narrows with N
+    assert all(math.isnan(x) for x in wilson_interval(0.0, 0))
+
+
+def test_aggregate_intervals_do_not_collapse_when_every_episode_agrees():
+    agg = aggregate([_row("x", False, 0.0, 30), _row("x", False, 0.0, 30)])
+    assert agg["success_rate_ci"][0] == 0.0 and agg["success_rate_ci"][1] > 0.5
+    assert agg["progress_rate_ci"][1] > 0.5
+    agg = aggregate([_row("x", True, 1.0, 3)] * 3)
+    assert agg["success_rate_ci"][0] < 0.5 and agg["success_rate_ci"][1] == 1.0

@@ -302,3 +302,25 @@ def test_with_an_engine_its_verdict_decides_unless_rules_are_strict() -> None:
     strict = run_env_episode(scripted(*replies), DoorEnv(), max_steps=4, rule_check=True)
     assert strict.turns[2].parameter_error is True and strict.invalid_actions == 1
     assert strict.success  # the engine still completed the task: its `done` is authoritative
+
+
+class WordyDoorEnv(DoorEnv):
+    """DoorEnv whose engine words its own rejection of an unknown action, as BabyAI's and PDDL's do."""
+
+    def step(self, action: str) -> StepResult:
+        if action.strip().lower() == "open green":
+            return StepResult("Invalid action 'open green'. Valid actions are: open red, open blue.",
+                              progress=0.0, error="parameter_error")
+        return super().step(action)
+
+
+def test_the_invalid_action_feedback_is_said_once_per_observation() -> None:
+    model = scripted("Thought: green\nAction: open green", "Thought: red\nAction: open red",
+                     "Thought: go\nAction: go through")
+    result = run_env_episode(model, WordyDoorEnv(), max_steps=10)
+    observation = result.turns[2].observation
+    assert result.turns[2].parameter_error and observation.lower().count("invalid action") == 1
+    # DoorEnv's "Nothing happens." explains nothing: there the rule note still adds the reason
+    model = scripted("Thought: green\nAction: open green", "Thought: red\nAction: open red",
+                     "Thought: go\nAction: go through")
+    assert "not an allowed" in run_env_episode(model, DoorEnv(), max_steps=10).turns[2].observation

@@ -175,7 +175,22 @@ def test_kill_9_and_resume_gives_exactly_n_unique_samples(tmp_path):
     assert manifest["status"] == "complete" and len(manifest["runs"]) == 2
     assert manifest["summary"]["accepted"] == 12
     assert manifest["teacher"] == "fake" and "api_key" not in manifest["args"]
-    assert "acceptance rate" in done.stdout
+    assert "acceptance rate" in done.stdout and "nothing to do" not in done.stdout
+    again = subprocess.run(_cli(out, server, persona_file, 12), env=env, capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert again.returncode == 0 and "nothing to do" in again.stdout and "12 accepted sample(s)" in again.stdout
+    assert len(lines(out / "samples.jsonl")) == 12
+
+
+def test_summary_gives_engine_roles_one_line_not_a_zero_line_each():
+    from agentrefine_lg.runner import format_summary, summarize
+
+    ledger = [{"persona_id": "p1", "status": "accepted", "attempts": {}, "usage": {
+        "grounded-writer": {"calls": 0}, "grounded-player": {"calls": 0},
+        "gpt-4o": {"calls": 2, "input_tokens": 100, "output_tokens": 50, "total_tokens": 150}}}]
+    text = format_summary(summarize([], ledger))
+    assert "no LLM calls, no cost: grounded-writer, grounded-player" in text
+    assert "gpt-4o: 2 calls, 100 in + 50 out tokens" in text and "0 calls" not in text
 
 
 def test_cli_reports_bad_arguments_without_a_traceback(tmp_path):

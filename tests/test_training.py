@@ -219,6 +219,14 @@ def test_cli_run_writes_every_output(tiny_dir, tmp_path, data_file):
     log = json.loads((out / "train_log.json").read_text())
     assert [s["step"] for s in log["steps"]] == [1, 2]
     assert log["tokens_per_second"] > 0 and log["dropped_rows"] == 0
+    # "final" is the last step's loss; the trainer's average over all steps is stored as the mean
+    assert log["final_loss"] == log["steps"][-1]["loss"]
+    assert log["mean_loss"] == pytest.approx(sum(s["loss"] for s in log["steps"]) / 2, rel=1e-3)
+    assert f"-> {log['final_loss']:.4f} at step 2 (mean over training {log['mean_loss']:.4f})" in proc.stdout
+    # quiet: no per-step log dicts, no pin_memory warning; the progress summary line instead of a bar
+    output = proc.stdout + proc.stderr
+    assert "{'loss'" not in output and "pin_memory" not in output
+    assert "progress: train 2/2 steps in " in proc.stderr
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     merged = AutoModelForCausalLM.from_pretrained(out / "merged")

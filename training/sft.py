@@ -77,6 +77,7 @@ def _parser_defaults() -> dict[str, Any]:
         report_to="none",
         bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         activation_checkpointing=cuda,
+        dataloader_pin_memory=cuda,  # pinning needs an accelerator; on a CPU torch only warns about it
         gradient_checkpointing=None,  # deprecated alias in transformers 5; set only activation_checkpointing
         lr_scheduler_type="cosine",
         warmup_steps=0.03,  # a float < 1 is a ratio of the total steps (transformers 5)
@@ -302,7 +303,44 @@ def build_trainer(script_args: ScriptArguments, training_args, model_args):
     )
     info.update(base_model=model_path, method=script_args.method, mask=not script_args.no_mask)
     trainer.agentrefine_info = info
+    _quiet_progress(trainer)
     return trainer
+
+
+def _quiet_progress(trainer) -> None:
+    """One bar (or a few log lines) with the latest loss, instead of a printed dict per logging step.
+
+    transformers' ProgressCallback writes every log dict under its bar and PrinterCallback prints it when
+    tqdm is off; train_log.json keeps every step, so the console only needs the progress.
+    """
+    from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+    from agentrefine_lg.progress import progress_bar
+
+    class LossProgress(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.bar = progress_bar(state.max_steps, "train", "steps", initial=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.set_postfix(loss=float(logs["loss"]), refresh=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(LossProgress())
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -318,7 +356,12 @@ def _resume_arg(value: str | None):
     return value
 
 
-def write_loss_plot(log_history: list[dict], path: Path) -> None:
+def write_loss_plot(log_history: list[dict], path: Path, *, model: str | None = None) -> None:
+    """``loss.png``: train (and eval) loss per step on a y-axis from 0, first and last values labelled.
+
+    A y-axis from 0 keeps a flat curve flat: autoscaling a loss that moves in the third decimal draws noise
+    as a trend.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,16 +369,26 @@ def write_loss_plot(log_history: list[dict], path: Path) -> None:
 
     steps = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
     evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
     if steps:
-        ax.plot(*zip(*steps), label="train loss (trainable tokens)")
+        ax.plot(*zip(*steps), marker="." if len(steps) < 40 else None, label="train loss (trainable tokens)")
+        for (x, y), align in ((steps[0], "left"), (steps[-1], "right")):
+            ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 6), ha=align, fontsize=8)
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("AgentRefine refinement tuning")
-    ax.legend()
-    fig.tight_layout()
+    values = [v for _, v in steps + evals]
+    ax.set_ylim(0, max(values) * 1.15 if values else 1.0)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (cross-entropy, nats/token)")
+    ax.set_title("Refinement tuning: loss per step")
+    if steps or evals:
+        ax.legend(loc="lower left", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no loss logged", ha="center", va="center", transform=ax.transAxes)
+    if model:
+        fig.text(0.01, 0.01, f"base model: {model}", fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.04 if model else 0, 1, 1))
     fig.savefig(path)
     plt.close(fig)
 
@@ -367,7 +420,9 @@ def train(script_args: ScriptArguments, training_args, model_args) -> dict[str, 
         "train_runtime_s": runtime,
         "tokens_seen": int(seen),
         "tokens_per_second": float(seen) / runtime if runtime > 0 else None,
-        "final_loss": result.training_loss,
+        # The last logged step's loss; TrainOutput.training_loss is the mean over all steps.
+        "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+        "mean_loss": result.training_loss,
         "dropped_rows": info["refinement"]["dropped"] + ((info["mix"] or {}).get("dropped") or 0),
         "args": {"script": {f.name: getattr(script_args, f.name) for f in fields(script_args)},
                  "learning_rate": training_args.learning_rate, "num_train_epochs": training_args.num_train_epochs,
@@ -392,7 +447,7 @@ def train(script_args: ScriptArguments, training_args, model_args) -> dict[str, 
         log["wall_s"] = time.time() - started
         (out / "train_log.json").write_text(json.dumps(log, indent=2, default=str), encoding="utf-8")
         if script_args.plot:
-            write_loss_plot(history, out / "loss.png")
+            write_loss_plot(history, out / "loss.png", model=info["base_model"])
     return log
 
 
@@ -408,9 +463,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun/accelerate only the main process reports
         return 0
-    print(f"trained {log['train_rows']} rows ({log['refinement']['dropped']} dropped) in {log['train_runtime_s']:.1f}s, "
-          f"{log['tokens_per_second']:.0f} tokens/s, final loss {log['final_loss']:.4f}; outputs in {log['output_dir']}")
+    print(summary_line(log))
     return 0
+
+
+def summary_line(log: dict[str, Any]) -> str:
+    """One line on a finished run: rows, time, throughput, the last step's loss and the mean loss."""
+    first = log["steps"][0]["loss"] if log.get("steps") else None
+    loss = ("no loss logged" if log.get("final_loss") is None else
+            f"loss {first:.4f} at step {log['steps'][0]['step']} -> {log['final_loss']:.4f} at step {log['steps'][-1]['step']} "
+            f"(mean over training {log['mean_loss']:.4f})")
+    return (f"trained {log['train_rows']} rows ({log['refinement']['dropped']} dropped) in "
+            f"{log['train_runtime_s']:.1f}s, {log['tokens_per_second'] or 0:.0f} tokens/s, {loss}; "
+            f"outputs in {log['output_dir']}")
 
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -430,7 +495,7 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
 def cli_run(args: argparse.Namespace) -> int:
     script_args, training_args, model_args = parse_namespace(args)
     log = train(script_args, training_args, model_args)
-    print(f"trained {log['train_rows']} rows in {log['train_runtime_s']:.1f}s; outputs in {log['output_dir']}")
+    print(summary_line(log))
     return 0
 
 

@@ -167,7 +167,8 @@ def mean_pairwise_cosine_distance(vectors: Any) -> float:
         raise ValueError("pairwise distance needs at least 2 thoughts")
     total = v.sum(axis=0)
     mean_sim = (float(total @ total) - float((v * v).sum())) / (n * (n - 1))
-    return 1.0 - mean_sim
+    # Identical thoughts give a similarity of 1 + rounding error: a distance is never below 0 ("-0.000").
+    return max(0.0, 1.0 - mean_sim)
 
 
 # ------------------------------------------------------------------------------------------ summary

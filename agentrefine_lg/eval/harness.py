@@ -460,10 +460,13 @@ def robustness_block(base_rows: Sequence[dict[str, Any]],
 def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out: str | os.PathLike,
              max_steps: int = 30, seed: int = 0, workers: int = 1, options: dict[str, dict[str, Any]] | None = None,
              perturb: str | Sequence[str] | None = None, embeddings: bool | str = "auto",
-             preflight: bool = True, log: Callable[[str], None] | None = None,
+             preflight: bool = True, log: Callable[[str], None] | None = None, label: str | None = None,
+             model_path: str | None = None,
              agentboard_data: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Run (or resume) an evaluation; returns the summary (also written to ``out``).
 
+    ``label`` says what the model is in titles and tables (tuned, base; default: the agent's name or the
+    model's endpoint label); ``model_path`` names the weights behind an endpoint in the captions.
     ``agentboard_data``: AgentBoard's ``data/`` folder; the tasks then run AgentBoard's own episodes and
     scoring (:mod:`agentrefine_lg.eval.agentboard`) and the report adds the paper's table beside the run.
 
@@ -483,7 +486,12 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
         raise InputError(f"--workers must be >= 1, got {workers}", field="workers")
     if embeddings not in (True, False, "auto"):
         raise InputError(f"embeddings must be True, False or 'auto', got {embeddings!r}", field="embeddings")
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    from tqdm.auto import tqdm
+
+    from agentrefine_lg.progress import progress_bar
+
+    # tqdm.write keeps a terminal's progress bar intact under the per-episode lines
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     options = options or {}
@@ -533,12 +541,14 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
         _preflight(model)
 
     errors: dict[str | None, int] = {scheme: 0 for scheme in runs}
+    bar = progress_bar(len(todo), "eval", "episodes")
 
     def handle(scheme: str | None, kind: str, payload: Any) -> None:
         if kind == "endpoint":
             raise EndpointError(f"model endpoint failed, run stopped (resume later): {payload}")
         folder = run_dir(out_dir, scheme)
         where = "" if scheme is None else f" [{scheme}]"
+        bar.update(1)
         if kind == "error":
             errors[scheme] += 1
             _append(folder / ERRORS_FILE, payload)
@@ -568,9 +578,12 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
                 for fut in futures:
                     fut.cancel()
                 raise
+    bar.close()  # not on an exception: the error says where the run stopped
 
     meta = {
         "model": model.label,
+        "label": label or model.agent or model.label,
+        "model_path": model_path,
         "max_steps": max_steps,
         "seed": seed,
         "episodes_per_task": per_task,
@@ -642,6 +655,9 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
                              "into OUT/perturbed/<scheme>/ and write robustness.md/.json (drop vs unperturbed)")
     parser.add_argument("--no-embeddings", action="store_true",
                         help="thought diversity without the embedding distance (skips loading all-MiniLM-L6-v2)")
+    parser.add_argument("--label", help="what the model is, for titles and tables (e.g. tuned, base; default: "
+                                        "the agent's name or MODEL@URL)")
+    parser.add_argument("--model-path", help="the weights behind --base-url, named in the plots' captions")
     parser.add_argument("--list-tasks", action="store_true", help="list tasks and whether they run here, then exit")
     parser.add_argument("--agentboard-data", metavar="DIR",
                         help="AgentBoard's data/ folder (unpacked data.tar.gz): run its own episodes with its "
@@ -683,7 +699,8 @@ def cli_run(args: argparse.Namespace) -> int:
     summary = run_eval(tasks=args.tasks, episodes=episodes, model=_model_from_args(args), out=args.out,
                        max_steps=args.max_steps, seed=args.seed, workers=args.workers,
                        perturb=args.perturb, embeddings=False if args.no_embeddings else "auto",
-                       preflight=not args.no_preflight, agentboard_data=args.agentboard_data)
+                       preflight=not args.no_preflight, label=args.label, model_path=args.model_path,
+                       agentboard_data=args.agentboard_data)
     from agentrefine_lg.eval.report import diversity_markdown, markdown_table, robustness_markdown
 
     print(markdown_table(summary))

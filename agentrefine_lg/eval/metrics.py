@@ -7,11 +7,15 @@ failing again: the failure AgentRefine targets), steps to success.
 
 Aggregates: success rate and progress rate are means over episodes (AgentBoard); the three error rates are
 pooled over all steps of all episodes (errors / steps); steps to success is the mean over successful episodes.
-:func:`bootstrap_ci` gives percentile bootstrap intervals for means (numpy only).
+Success and progress rates carry 95% Wilson score intervals (:func:`wilson_interval`): with the 2-20
+episodes an evaluation usually has, a percentile bootstrap collapses to ``[0, 0]`` or ``[1, 1]`` whenever
+every episode agrees, a false certainty, while Wilson's interval for 0/2 is [0, 66%].
+:func:`bootstrap_ci` (percentile bootstrap of a mean) stays for ratio statistics over larger samples.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -93,9 +97,28 @@ def episode_metrics(turns: Sequence[Turn | Mapping[str, Any]], *, success: bool,
     )
 
 
+def wilson_interval(mean: float, n: int, *, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval (95% by default) of a rate ``mean`` observed over ``n`` episodes.
+
+    Exact for a proportion of successes. For a mean of values in [0, 1] (progress) it is the same interval
+    with the largest variance such a variable can have at that mean, mu(1 - mu), so it is not narrower than
+    the data allow. It never collapses at 0/n or n/n; ``(nan, nan)`` for ``n == 0``.
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = min(1.0, max(0.0, float(mean)))
+    z2 = z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def bootstrap_ci(values: Sequence[float], *, n_boot: int = 2000, alpha: float = 0.05,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean; ``(nan, nan)`` for no values."""
+    """Percentile bootstrap interval of the mean; ``(nan, nan)`` for no values.
+
+    It collapses to a point when every value is the same (any N): use :func:`wilson_interval` for rates.
+    """
     import numpy as np
 
     data = np.asarray(list(values), dtype=float)
@@ -109,7 +132,7 @@ def bootstrap_ci(values: Sequence[float], *, n_boot: int = 2000, alpha: float = 
     return float(low), float(high)
 
 
-def aggregate(records: Iterable[Mapping[str, Any]], *, ci: bool = True, seed: int = 0) -> dict[str, Any]:
+def aggregate(records: Iterable[Mapping[str, Any]], *, ci: bool = True) -> dict[str, Any]:
     """Aggregate episode records (each with the :class:`EpisodeMetrics` fields, e.g. a harness JSONL row)."""
     rows = list(records)
     n = len(rows)
@@ -133,8 +156,8 @@ def aggregate(records: Iterable[Mapping[str, Any]], *, ci: bool = True, seed: in
         "steps_to_success": sum(to_success) / len(to_success) if to_success else None,
     }
     if ci and n:
-        out["success_rate_ci"] = list(bootstrap_ci(successes, seed=seed))
-        out["progress_rate_ci"] = list(bootstrap_ci(progresses, seed=seed))
+        out["success_rate_ci"] = list(wilson_interval(out["success_rate"], n))
+        out["progress_rate_ci"] = list(wilson_interval(out["progress_rate"], n))
     return out
 
 
@@ -164,4 +187,5 @@ __all__ = [
     "episode_metrics",
     "step_outcomes",
     "summarize",
+    "wilson_interval",
 ]

@@ -21,10 +21,27 @@ def _ci(values: Sequence[float] | None) -> str:
     return f" [{_pct(low)}, {_pct(high)}]"
 
 
+def task_label(task: str, info: Mapping[str, Any] | None = None) -> str:
+    """``BabyAI (babyai)``: the task's family (the paper's column) with its command-line name."""
+    family = (info or {}).get("family")
+    return f"{family} ({task})" if family and family.lower() != task.lower() else task
+
+
+def model_label(summary: Mapping[str, Any]) -> str:
+    """What the evaluated model is (``--label``: tuned, base, oracle...), else its endpoint label."""
+    return str(summary.get("label") or summary.get("model") or "?")
+
+
+def model_caption(summary: Mapping[str, Any]) -> str:
+    """One line naming the model behind a label: its endpoint or agent and, when given, its weights."""
+    text = f"{model_label(summary)}: {summary.get('model', '?')}"
+    return text + (f" serving {summary['model_path']}" if summary.get("model_path") else "")
+
+
 def markdown_table(summary: Mapping[str, Any]) -> str:
-    """The summary as a Markdown table (rates in %, 95% bootstrap CIs in brackets) plus notes."""
+    """The summary as a Markdown table (rates in %, 95% Wilson intervals in brackets) plus notes."""
     lines = [
-        (f"Model: `{summary.get('model', '?')}` · max steps {summary.get('max_steps', '?')} · seed "
+        (f"Model: {model_caption(summary)} · max steps {summary.get('max_steps', '?')} · seed "
          f"{summary.get('seed', '?')}"),
         "",
         ("| task | episodes | success % | progress % | invalid action % | format error % | repeated mistake % "
@@ -33,13 +50,12 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
     ]
     info = summary.get("task_info", {})
     for task, agg in summary.get("tasks", {}).items():
-        name = info.get(task, {}).get("family") or task
         s2s = agg.get("steps_to_success")
         lines.append(
-            f"| {name} (`{task}`) | {agg['episodes']} | {_pct(agg['success_rate'])}{_ci(agg.get('success_rate_ci'))} "
-            f"| {_pct(agg['progress_rate'])}{_ci(agg.get('progress_rate_ci'))} | {_pct(agg['invalid_action_rate'])} "
-            f"| {_pct(agg['format_error_rate'])} | {_pct(agg['repeated_mistake_rate'])} "
-            f"| {'–' if s2s is None else f'{s2s:.1f}'} |")
+            f"| {task_label(task, info.get(task))} | {agg['episodes']} | {_pct(agg['success_rate'])}"
+            f"{_ci(agg.get('success_rate_ci'))} | {_pct(agg['progress_rate'])}{_ci(agg.get('progress_rate_ci'))} "
+            f"| {_pct(agg['invalid_action_rate'])} | {_pct(agg['format_error_rate'])} "
+            f"| {_pct(agg['repeated_mistake_rate'])} | {'–' if s2s is None else f'{s2s:.1f}'} |")
     overall = summary.get("overall")
     if overall and overall.get("episodes"):
         s2s = overall.get("steps_to_success")
@@ -49,48 +65,91 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
             f"| {_pct(overall['invalid_action_rate'])} | {_pct(overall['format_error_rate'])} "
             f"| {_pct(overall['repeated_mistake_rate'])} | "
             f"{'–' if s2s is None else f'{s2s:.1f}'} |")
-    notes = [f"- `{task}`: {meta['note']}" for task, meta in info.items() if meta.get("note")]
+    notes = ["- Success and progress: mean over episodes, 95% Wilson score interval in brackets (it stays wide "
+             "for few episodes). Invalid action, format error, repeated mistake: per step, pooled."]
+    notes += [f"- `{task}`: {meta['note']}" for task, meta in info.items() if meta.get("note")]
     for task, reason in summary.get("unavailable", {}).items():
         notes.append(f"- `{task}`: **unavailable here** ({reason}); not run, not counted.")
     if summary.get("errors"):
         notes.append(f"- {summary['errors']} episode(s) crashed (see errors.jsonl); they are retried on the next run.")
-    if notes:
-        lines += ["", "Notes:", *notes]
+    lines += ["", "Notes:", *notes]
     return "\n".join(lines)
 
 
+#: The five reported metrics, in the order of the tables: (summary key, CI key or None, plot label).
+METRICS: tuple[tuple[str, str | None, str], ...] = (
+    ("success_rate", "success_rate_ci", "success"),
+    ("progress_rate", "progress_rate_ci", "progress"),
+    ("invalid_action_rate", None, "invalid action"),
+    ("format_error_rate", None, "format error"),
+    ("repeated_mistake_rate", None, "repeated mistake"),
+)
+
+
+def draw_bars(ax: Any, xs: Sequence[float], values: Sequence[float | None], *, width: float, color: Any,
+              label: str | None = None, cis: Sequence[Sequence[float] | None] | None = None) -> None:
+    """Bars in % (0-100) with every value written above its bar; a 0 is drawn as a line on the axis and
+    labelled, so a zero never looks like missing data, and a missing value is written as "n/a"."""
+    pct = [None if v is None or (isinstance(v, float) and math.isnan(v)) else 100 * float(v) for v in values]
+    heights = [p or 0.0 for p in pct]
+    colors = color if isinstance(color, (list, tuple)) else [color] * len(xs)
+    ax.bar(xs, heights, width, color=colors, label=label, edgecolor="#333333", linewidth=0.5)
+    for x, p, c in zip(xs, pct, colors):
+        if p == 0:
+            ax.hlines(0, x - width / 2, x + width / 2, colors=c, linewidth=3, zorder=3)
+    tops = list(heights)
+    if cis is not None:
+        for i, (x, p, ci) in enumerate(zip(xs, pct, cis)):
+            if p is None or not ci or any(math.isnan(c) for c in ci):
+                continue
+            low, high = 100 * ci[0], 100 * ci[1]
+            ax.errorbar([x], [p], yerr=[[max(0.0, p - low)], [max(0.0, high - p)]], fmt="none", ecolor="#222222",
+                        capsize=3, linewidth=1)
+            tops[i] = max(tops[i], high)
+    for x, p, top in zip(xs, pct, tops):
+        ax.text(x, top + 2, "n/a" if p is None else f"{p:.0f}", ha="center", va="bottom", fontsize=7)
+
+
+def percent_axis(ax: Any, ylabel: str) -> None:
+    # 0-100 always: the scale a rate lives on, so small differences are not magnified; headroom for labels.
+    ax.set_ylim(0, 115)
+    ax.set_yticks([0, 25, 50, 75, 100])
+    ax.set_ylabel(ylabel)
+
+
 def plot_task(task: str, rows: Sequence[Mapping[str, Any]], agg: Mapping[str, Any], path: Path,
-              *, title: str | None = None) -> Path:
-    """One PNG per task: final progress per episode (green = success) and the aggregate rates with CIs."""
+              *, title: str | None = None, caption: str | None = None) -> Path:
+    """One PNG per task: final progress per episode (green = success) and the five reported rates."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     rows = sorted(rows, key=lambda r: int(r["episode"]))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [3, 1.4]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [3, 2]})
     xs = [int(r["episode"]) for r in rows]
-    left.bar(xs, [float(r["progress"]) for r in rows],
-             color=["#2a9d4b" if r["success"] else "#c8553d" for r in rows])
-    left.xaxis.get_major_locator().set_params(integer=True)
+    draw_bars(left, xs, [float(r["progress"]) for r in rows], width=0.7,
+              color=["#2a9d4b" if r["success"] else "#c8553d" for r in rows])
+    left.set_xticks(xs)
+    left.set_xlim(min(xs) - 1, max(xs) + 1)  # a lone episode stays a bar, not a band across the panel
     left.set_xlabel("episode")
-    left.set_ylabel("final progress")
-    left.set_ylim(0, 1.05)
-    left.set_title("per episode (green = success)")
-    names = ["success", "progress", "invalid", "repeated"]
-    values = [agg["success_rate"], agg["progress_rate"], agg["invalid_action_rate"], agg["repeated_mistake_rate"]]
-    errs = []
-    for key, value in (("success_rate_ci", values[0]), ("progress_rate_ci", values[1])):
-        ci = agg.get(key) or [value, value]
-        errs.append([max(0.0, value - ci[0]), max(0.0, ci[1] - value)])
-    errs += [[0.0, 0.0], [0.0, 0.0]]
-    right.bar(names, values, yerr=list(zip(*errs, strict=True)), capsize=3,
-              color=["#2a9d4b", "#457b9d", "#c8553d", "#e9a03b"])
-    right.set_ylim(0, 1.05)
-    right.set_title("rates (95% CI)")
-    right.tick_params(axis="x", labelrotation=30)
+    percent_axis(left, "final progress (%)")
+    left.set_title("final progress per episode")
+    left.legend(handles=[Patch(color="#2a9d4b", label="success"), Patch(color="#c8553d", label="failure")],
+                fontsize=8, loc="upper right")
+    names = [label for _, _, label in METRICS]
+    draw_bars(right, range(len(METRICS)), [agg.get(key) for key, _, _ in METRICS], width=0.7,
+              color=["#2a9d4b", "#457b9d", "#c8553d", "#e9a03b", "#8d5fa3"],
+              cis=[agg.get(ci) if ci else None for _, ci, _ in METRICS])
+    right.set_xticks(range(len(METRICS)), names, rotation=25, ha="right")
+    percent_axis(right, "% (whiskers: 95% Wilson CI)")
+    right.set_xlabel("metric (success, progress: per episode; errors: per step)")
+    right.set_title(f"rates over {agg.get('episodes', len(rows))} episode(s), {agg.get('steps', '?')} steps")
     fig.suptitle(title or task)
-    fig.tight_layout()
+    if caption:
+        fig.text(0.01, 0.01, caption, fontsize=7, color="#555555")
+    fig.tight_layout(rect=(0, 0.04 if caption else 0, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -211,11 +270,11 @@ def write_report(out_dir: str | Path, summary: Mapping[str, Any], rows: Sequence
     for task, agg in summary.get("tasks", {}).items():
         task_rows = [r for r in rows if r["task"] == task]
         if task_rows:
-            family = info.get(task, {}).get("family")
-            chart = f"{family} ({task}) — {summary.get('model', '')}" if family else task
-            paths[task] = plot_task(task, task_rows, agg, out / f"{task}.png", title=chart)
+            chart = f"{task_label(task, info.get(task))}: {model_label(summary)}"
+            paths[task] = plot_task(task, task_rows, agg, out / f"{task}.png", title=chart,
+                                    caption=f"model {model_caption(summary)}")
     return paths
 
 
-__all__ = ["diversity_markdown", "markdown_table", "plot_task", "robustness_markdown", "write_report",
-           "write_robustness"]
+__all__ = ["METRICS", "diversity_markdown", "draw_bars", "markdown_table", "model_caption", "model_label", "percent_axis",
+           "plot_task", "robustness_markdown", "task_label", "write_report", "write_robustness"]

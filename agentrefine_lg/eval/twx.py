@@ -32,7 +32,7 @@ from agentrefine_lg.schema import ActionSpec, Script
 
 TASK = TaskInfo(
     name="jericho",
-    family="Jericho (stand-in)",
+    family="Jericho stand-in",
     description="TextWorld-Express games (cookingworld, coin, mapreader, twc, sorting) standing in for Jericho.",
     held_out=True,
     note="Stand-in: the original Jericho ROMs cannot be obtained offline; these are TextWorld-Express games "
