@@ -233,6 +233,55 @@ def match_action(script_or_actions: Script | Mapping[str, ActionSpec | dict], ac
     return ActionMatch(False, kind="no_template", message=f"{text!r} matches no available action")
 
 
+# ---------------------------------------------------------------------------------------------- erroneous turns
+
+
+@dataclass
+class TurnJudgement:
+    """One Player turn judged: the rules' match, the DM's answer and flags, and the verdict."""
+
+    index: int
+    match: ActionMatch
+    answer: Turn | None
+    flagged: bool
+    erroneous: bool
+
+
+def judge_player_turns(script: Script, turns: list[Turn], *, dm_authoritative: bool = False) -> list[TurnJudgement]:
+    """Which Player turns are erroneous — the one decision that gives a turn no loss (docs/method.md §2).
+
+    A turn is erroneous when the DM's answer flags it, or when the rules reject its action. Rules that cannot
+    judge (a verification code that is refused or times out) abstain, and the DM decides. With
+    ``dm_authoritative`` (recorded refine-agent episodes: the DM was the engine or the tools) the DM's flags
+    alone decide. :func:`check_trajectory` reports these verdicts; conversion masks by them.
+    """
+    out: list[TurnJudgement] = []
+    for i, turn in enumerate(turns):
+        if not turn.is_player:
+            continue
+        answer = turns[i + 1] if i + 1 < len(turns) and turns[i + 1].is_dm else None
+        match = match_action(script, turn.action or "")
+        flagged = bool(answer and answer.flagged)
+        rules_reject = not match.ok and match.kind != "regex_error" and not dm_authoritative
+        out.append(TurnJudgement(i, match, answer, flagged, flagged or rules_reject))
+    return out
+
+
+def erroneous_turns(script: Script | None, trajectory: Trajectory | list[Turn], *,
+                    dm_authoritative: bool = False) -> list[bool]:
+    """Per turn, True on erroneous Player turns (:func:`judge_player_turns`); without a script, the DM decides."""
+    turns = list(trajectory.turns if isinstance(trajectory, Trajectory) else trajectory)
+    out = [False] * len(turns)
+    if script is None:
+        for i, turn in enumerate(turns):
+            if turn.is_player and i + 1 < len(turns) and turns[i + 1].is_dm:
+                out[i] = bool(turns[i + 1].flagged)
+        return out
+    for j in judge_player_turns(script, turns, dm_authoritative=dm_authoritative):
+        out[j.index] = j.erroneous
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- script
 
 
@@ -416,19 +465,15 @@ def check_trajectory(
             break
     usable = turns if first_fault is None else turns[:first_fault]
 
-    # Erroneous Player turns: the DM flags them, or the rules reject the action (docs/method.md §2).
+    # Erroneous Player turns: the one decision (erroneous_turns' judge_player_turns, docs/method.md §2).
     erroneous = [False] * len(turns)
     if parsed_script is not None:
-        for i, turn in enumerate(usable):
-            if not turn.is_player:
-                continue
-            answer = usable[i + 1] if i + 1 < len(usable) and usable[i + 1].is_dm else None
-            match = match_action(parsed_script, turn.action or "")
+        for j in judge_player_turns(parsed_script, usable, dm_authoritative=dm_authoritative):
+            i, turn, match, answer, flagged = j.index, usable[j.index], j.match, j.answer, j.flagged
+            erroneous[i] = j.erroneous
             if match.kind == "regex_error":
                 fault("regex_error", match.message or "regex error", i, blame="script")
                 continue
-            flagged = bool(answer and answer.flagged)
-            erroneous[i] = flagged or (not match.ok and not dm_authoritative)
             if answer is None:
                 continue
             if dm_authoritative:
@@ -479,6 +524,9 @@ __all__ = [
     "CheckReport",
     "Problem",
     "RegexRefused",
+    "TurnJudgement",
+    "erroneous_turns",
+    "judge_player_turns",
     "check_script",
     "check_trajectory",
     "compile_verification",

@@ -25,37 +25,13 @@ from pydantic import ValidationError
 
 # The trained format (system prompt, assistant turn) lives in agent_format; re-exported for this module's readers.
 from agentrefine_lg.agent_format import format_assistant, render_actions, render_environment, system_prompt  # noqa: F401
+from agentrefine_lg.checks import erroneous_turns  # the one decision of which turns get no loss
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.schema import Message, RefinementSample, Script, TokenUsage, Trajectory
 
 Format = Literal["auto", "ours", "agentrefine", "sharegpt"]
 
 # ---------------------------------------------------------------------------------------------- conversion
-
-
-def erroneous_turns(script: Script | None, trajectory: Trajectory, *, dm_authoritative: bool = False) -> list[bool]:
-    """Per turn, True on erroneous Player turns (docs/method.md §2: DM flags, or the rules reject the action).
-
-    ``dm_authoritative``: the DM was a real executor (an engine, the tools: recorded refine-agent episodes),
-    so its flags alone decide; the script's rules only approximate it.
-    """
-    from agentrefine_lg.checks import match_action
-
-    turns = trajectory.turns
-    out = [False] * len(turns)
-    for i, turn in enumerate(turns):
-        if not turn.is_player:
-            continue
-        answer = turns[i + 1] if i + 1 < len(turns) and turns[i + 1].is_dm else None
-        flagged = bool(answer and answer.flagged)
-        invalid = False
-        if script is not None and not dm_authoritative:
-            try:
-                invalid = not match_action(script, turn.action or "").ok
-            except Exception:  # a broken script must not stop conversion; the DM's flags still apply
-                invalid = False
-        out[i] = flagged or invalid
-    return out
 
 
 def trajectory_to_messages(script: Script, trajectory: Trajectory | list, *, mask: bool = True,
