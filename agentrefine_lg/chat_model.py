@@ -42,9 +42,11 @@ Argument values are *data*: literals are read with ``json`` or ``ast.literal_eva
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import re
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -426,11 +428,39 @@ def _chat_openai_class() -> type[BaseChatModel]:
     from langchain_openai import ChatOpenAI
 
     class TunedChatOpenAI(TunedFormatMixin, ChatOpenAI):
-        """``ChatOpenAI`` (chat-completions API) for a refinement-tuned model: see :mod:`agentrefine_lg.chat_model`."""
+        """``ChatOpenAI`` (chat-completions API) for a refinement-tuned model: see :mod:`agentrefine_lg.chat_model`.
+
+        Its async client follows the running event loop: langchain-openai shares one cached ``httpx`` client
+        per endpoint across loops, so a second ``asyncio.run(graph.ainvoke(...))`` (a notebook, a test, a script
+        that runs two episodes) would fail with "Event loop is closed".
+        """
 
         @property
         def _llm_type(self) -> str:
             return "agentrefine-openai"
+
+        def _use_running_loop(self) -> None:
+            loop = asyncio.get_running_loop()
+            clients = self.__dict__.setdefault("_agentrefine_loop_clients", weakref.WeakKeyDictionary())
+            if not clients:  # the client built at construction serves the first loop that uses it
+                clients[loop] = self.root_async_client
+            root = clients.get(loop)
+            if root is None:
+                import openai
+
+                root = clients[loop] = self.root_async_client.copy(
+                    http_client=openai.DefaultAsyncHttpxClient(timeout=self.request_timeout))
+            if root is not self.root_async_client:
+                self.root_async_client, self.async_client = root, root.chat.completions
+
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            self._use_running_loop()
+            return await super()._agenerate(*args, **kwargs)
+
+        async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+            self._use_running_loop()
+            async for chunk in super()._astream(*args, **kwargs):
+                yield chunk
 
     return TunedChatOpenAI
 

@@ -501,3 +501,14 @@ def test_astream_emits_each_step_and_the_trace_on_the_custom_stream() -> None:
     steps = [e["refine_step"] for e in events if "refine_step" in e]
     assert [s["action"] for s in steps] == ["add(a=2, b=3)", "finish[5]"]
     assert [e for e in events if "refine_trace" in e][0]["refine_trace"]["success"] is True
+
+
+def test_the_tuned_chat_model_serves_one_event_loop_after_another() -> None:
+    """`asyncio.run(agent.ainvoke(...))` twice (a notebook, a script): each run gets a client of its own loop."""
+    from agentrefine_lg import chat_model
+
+    with FakeOpenAIServer(lambda body: "Thought: 5\nAction: finish[5]") as server:
+        agent = create_refine_agent(chat_model(base_url=server.base_url), tools=[add]).compile()
+        answers = [asyncio.run(agent.ainvoke({"messages": [HumanMessage("2 + 3?")]}))["messages"][-1].content
+                   for _ in range(3)]
+    assert answers == ["5", "5", "5"]
