@@ -105,13 +105,20 @@ async def throughput(base_url: str, latency: float, concurrency: int, n: int) ->
     from agentrefine_lg.runner import run_synthesis
     from agentrefine_lg.synthesis import create_synthesis_graph
 
-    chat = ChatOpenAI(base_url=base_url, model="bench", api_key="bench", max_retries=0, timeout=60)
+    import openai
+
+    # A client of this run's event loop: langchain-openai's cached default client belongs to the first loop
+    # that used it, and each concurrency level here is its own asyncio.run.
+    http = openai.DefaultAsyncHttpxClient(timeout=60)
+    chat = ChatOpenAI(base_url=base_url, model="bench", api_key="bench", max_retries=0, timeout=60,
+                      http_async_client=http)
     writer, trajectory_writer = llm_teacher(chat, mode="one_shot")
     graph = create_synthesis_graph(writer, trajectory_writer).compile()
     with tempfile.TemporaryDirectory() as out:
         t0, c0 = time.perf_counter(), time.process_time()
         result = await run_synthesis(graph, _personas(n), out, n=n, concurrency=concurrency, progress=False)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    await http.aclose()
     s = result.summary
     calls = s["llm_calls_per_accepted"]
     ideal = concurrency / (latency * calls)
