@@ -137,6 +137,16 @@ def tools_system_prompt(tools: Sequence[Any], task: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- parsing
 
+
+def content_text(content: Any) -> str:
+    """The text of a message's content: a string, or the text parts of content blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return str(content or "")
+
+
 _FENCE = re.compile(r"^\s*```[\w+-]*\s*$")
 # "Action:", "**Action:**", "action :", "ACTION：" (full-width colon); not "Action Input:".
 _ACTION_LINE = re.compile(r"^\s*[*_#>\s]*action[*_]*\s*[:：][*_]*\s*(?P<rest>.*)$", re.IGNORECASE)
@@ -223,6 +233,7 @@ __all__ = [
     "TOOLS_SYSTEM",
     "TOOL_LINE",
     "ParsedAction",
+    "content_text",
     "format_assistant",
     "parse_action",
     "render_actions",

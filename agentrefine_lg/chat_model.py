@@ -71,6 +71,7 @@ from agentrefine_lg.agent_format import (
     _ACTION_LINE,
     ParsedAction,
     _tool_schema,
+    content_text,
     parse_action,
     tools_prompt,
     tools_system_prompt,
@@ -251,27 +252,19 @@ def format_tool_call(name: str, args: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- messages
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return str(content or "")
-
-
 def to_tuned_messages(messages: Sequence[BaseMessage], *, observation_prefix: str = "") -> list[BaseMessage]:
     """Render a tool-calling history in the tuned format (see the module docstring)."""
     out: list[BaseMessage] = []
     for message in messages:
         if isinstance(message, ToolMessage):
-            text = observation_prefix + _text(message.content).strip()
+            text = observation_prefix + content_text(message.content).strip()
             if out and isinstance(out[-1], HumanMessage) and out[-1].additional_kwargs.get("agentrefine_tool"):
-                out[-1] = HumanMessage(_text(out[-1].content) + "\n" + text, additional_kwargs={"agentrefine_tool": True})
+                out[-1] = HumanMessage(content_text(out[-1].content) + "\n" + text, additional_kwargs={"agentrefine_tool": True})
             else:
                 out.append(HumanMessage(text, additional_kwargs={"agentrefine_tool": True}))
         elif isinstance(message, AIMessage) and message.tool_calls:
             raw = (message.response_metadata or {}).get("agentrefine", {}).get("raw")
-            text = raw or _text(message.content)
+            text = raw or content_text(message.content)
             if not any(_ACTION_LINE.match(line) for line in (text or "").splitlines()):
                 call = message.tool_calls[0]
                 thought = (text or "").strip()
@@ -279,7 +272,7 @@ def to_tuned_messages(messages: Sequence[BaseMessage], *, observation_prefix: st
             out.append(AIMessage(text))
         elif isinstance(message, AIMessage):
             raw = (message.response_metadata or {}).get("agentrefine", {}).get("raw")
-            out.append(AIMessage(raw or _text(message.content)) if raw or not isinstance(message.content, str) else message)
+            out.append(AIMessage(raw or content_text(message.content)) if raw or not isinstance(message.content, str) else message)
         else:
             out.append(message)
     return out
@@ -296,17 +289,17 @@ def with_tools_prompt(messages: Sequence[BaseMessage], tools: Sequence[Any]) -> 
     out = list(messages)
     for i, message in enumerate(out):
         if isinstance(message, SystemMessage):
-            text = _text(message.content)
+            text = content_text(message.content)
             if section not in text:
                 out[i] = SystemMessage(f"{text.rstrip()}\n\n{section}" if text.strip() else section)
             return out
-    task = next((_text(m.content).strip() for m in out if isinstance(m, HumanMessage)), "")
+    task = next((content_text(m.content).strip() for m in out if isinstance(m, HumanMessage)), "")
     return [SystemMessage(tools_system_prompt(tools, task) if task else section), *out]
 
 
 def interpret(message: AIMessage, tools: Sequence[Any] | None) -> AIMessage:
     """Attach the parse (``response_metadata["agentrefine"]``) and, when tools are bound, the tool call."""
-    text = _text(message.content)
+    text = content_text(message.content)
     parsed = parse_action(text)
     meta: dict[str, Any] = {"thought": parsed.thought, "action": parsed.action, "error": parsed.error, "raw": text}
     content: Any = message.content
@@ -403,7 +396,7 @@ class TunedFormatMixin:
             result = self._generate(messages, stop=stop, run_manager=None, **kwargs)
             chunk = self._as_chunk(result.generations[0].message)  # type: ignore[arg-type]
             if run_manager:
-                run_manager.on_llm_new_token(_text(chunk.message.content), chunk=chunk)
+                run_manager.on_llm_new_token(content_text(chunk.message.content), chunk=chunk)
             yield chunk
             return
         self._split_kwargs(kwargs)
@@ -416,7 +409,7 @@ class TunedFormatMixin:
             result = await self._agenerate(messages, stop=stop, run_manager=None, **kwargs)
             chunk = self._as_chunk(result.generations[0].message)  # type: ignore[arg-type]
             if run_manager:
-                await run_manager.on_llm_new_token(_text(chunk.message.content), chunk=chunk)
+                await run_manager.on_llm_new_token(content_text(chunk.message.content), chunk=chunk)
             yield chunk
             return
         self._split_kwargs(kwargs)

@@ -24,6 +24,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from agentrefine_lg import prompts
+from agentrefine_lg.agent_format import content_text
 from agentrefine_lg.schema import (
     ERROR_FLAGS,
     Script,
@@ -108,10 +109,7 @@ def _text_of(message: Any) -> str:
     for call in getattr(message, "invalid_tool_calls", None) or []:
         if call.get("args"):
             return str(call["args"])
-    content = getattr(message, "content", message)
-    if isinstance(content, list):  # content blocks
-        return "".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
-    return str(content or "")
+    return content_text(getattr(message, "content", message))
 
 
 _THOUGHT = re.compile(r"Thought\s*:\s*(.*?)(?=\n\s*Action\s*:|\Z)", re.DOTALL | re.IGNORECASE)

@@ -63,6 +63,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from agentrefine_lg import prompts
+from agentrefine_lg.agent_format import content_text
 from agentrefine_lg.chat_model import (
     FINISH_NAMES,
     format_tool_call,
@@ -173,18 +174,10 @@ def _short(exc: BaseException) -> str:
     return text[:300]
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return str(content or "")
-
-
 def _last_human(messages: Sequence[BaseMessage]) -> str:
     for message in reversed(messages):
         if isinstance(message, HumanMessage):
-            return _text(message.content).strip()
+            return content_text(message.content).strip()
     return ""
 
 
@@ -340,7 +333,7 @@ class RefineNodes:
 
     def _queue(self, reply: BaseMessage) -> tuple[list[dict[str, Any]], BaseMessage]:
         """The actions of one reply, in order, and the message to keep in the model's history."""
-        text = _text(reply.content)
+        text = content_text(reply.content)
         calls = list(getattr(reply, "tool_calls", None) or [])
         thought = _thought_of(reply, text)
         tool_mode = self.env is None
@@ -382,7 +375,7 @@ class RefineNodes:
 
     def _after_reply(self, state: RefineState, reply: Any) -> dict[str, Any]:
         if not isinstance(reply, BaseMessage):
-            reply = AIMessage(_text(reply))
+            reply = AIMessage(content_text(reply))
         queue, kept = self._queue(reply)
         return {"refine_messages": [kept], "refine_queue": queue, "refine_step": state.get("refine_step", 0) + 1}
 
@@ -436,7 +429,7 @@ class RefineNodes:
         answer = next((m for m in messages if isinstance(m, ToolMessage) and m.tool_call_id == call["id"]), None)
         content = answer.content if answer is not None else ""
         text = content if isinstance(content, str) else (
-            _text(content) if isinstance(content, list) else json.dumps(content, ensure_ascii=False, default=str))
+            content_text(content) if isinstance(content, list) else json.dumps(content, ensure_ascii=False, default=str))
         error = "logic_error" if answer is not None and answer.status == "error" else None
         return {"observation": text, "done": False, "error": error,
                 "info": {"tool": call["name"], "args": _jsonable(call.get("args") or {})}}
