@@ -305,6 +305,7 @@ class _Nodes:
         state = {**state, "synth_script_attempts": attempts}
         decision = "retry" if attempts < self.s.max_script_attempts else "give_up"
         update = self._reject_script(state, [f"[llm] the script writer failed: {_failure_message(exc)}"], decision, blame="llm")
+        update["synth_traces"][0]["transient"] = is_transient_error(exc)  # infrastructure, not the persona (runner)
         update.update(
             synth_script_attempts=attempts,
             synth_llm_failures=state.get("synth_llm_failures", 0) + 1,
@@ -494,6 +495,7 @@ class _Nodes:
                                        require_completion=False)
             prefix = partial.verified_prefix
         update = self._decide(state, [problem], "llm", prefix, None)
+        update["synth_traces"][0]["transient"] = is_transient_error(exc)  # infrastructure, not the persona (runner)
         update.update(
             synth_trajectory_attempts=attempts, synth_script_trajectory_attempts=per_script,
             synth_llm_failures=state.get("synth_llm_failures", 0) + 1,
