@@ -37,7 +37,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,9 @@ class ModelSpec:
     base_url: str | None = None
     model: str | None = None  # model name at base_url
     api_key: str | None = field(default=None, repr=False)
-    timeout_s: float = 120.0
+    timeout_s: float = 120.0  # per model call: a server that accepts and never answers cannot hang a run
     max_tokens: int | None = 512
+    max_retries: int = 1
 
     def __post_init__(self) -> None:
         given = [x for x in (self.agent, self.spec, self.base_url) if x]
@@ -95,13 +96,13 @@ class ModelSpec:
         if self.base_url:
             from agentrefine_lg.chat_model import chat_model
 
-            kwargs: dict[str, Any] = {"timeout": self.timeout_s, "max_retries": 1}
+            kwargs: dict[str, Any] = {"timeout": self.timeout_s, "max_retries": self.max_retries}
             if self.max_tokens:
                 kwargs["max_tokens"] = self.max_tokens
             return chat_model(self.base_url, model=self.model or "agentrefine", api_key=self.api_key, **kwargs)
         from langchain.chat_models import init_chat_model
 
-        kwargs = {"temperature": 0, "timeout": self.timeout_s, "max_retries": 1}
+        kwargs = {"temperature": 0, "timeout": self.timeout_s, "max_retries": self.max_retries}
         if self.max_tokens:
             kwargs["max_tokens"] = self.max_tokens
         if self.api_key:
@@ -132,9 +133,25 @@ def episode_seed(seed: int, task: str, episode: int) -> int:
     return (seed * 1_000_003 + episode * 7919 + zlib.crc32(task.encode())) % (2**31)
 
 
+MAX_STORED_CHARS = 16_000
+"""Longest text stored per message or trajectory field in ``episodes.jsonl``: a model that answers with
+megabytes must not make the results file megabytes per step (metrics are computed before the cut)."""
+
+
+def _capped(value: Any, limit: int = MAX_STORED_CHARS) -> Any:
+    """``value`` (the transcript's lists, dicts and strings) with every string cut to ``limit`` characters."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}... [{len(value) - limit} more characters not stored]"
+    if isinstance(value, list):
+        return [_capped(v, limit) for v in value]
+    if isinstance(value, dict):
+        return {k: _capped(v, limit) for k, v in value.items()}
+    return value
+
+
 def _messages_json(messages: Sequence[Any]) -> list[dict[str, Any]]:
     role = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
-    return [{"role": role.get(getattr(m, "type", ""), getattr(m, "type", "")), "content": m.content}
+    return [{"role": role.get(getattr(m, "type", ""), getattr(m, "type", "")), "content": _capped(m.content)}
             for m in messages]
 
 
@@ -242,7 +259,7 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max
             "stop_reason": "episode_over" if ended_at is not None else result.stop_reason,
             "ended_at_step": ended_at,  # the engine ended the episode here; later turns are not counted
             "elapsed_s": round(time.monotonic() - started, 3),
-            "trajectory": result.trajectory.to_paper(),
+            "trajectory": _capped(result.trajectory.to_paper()),
             "messages": _messages_json(result.messages),
         }
     finally:
@@ -304,7 +321,9 @@ def _append(path: Path, row: dict[str, Any]) -> None:
 def _check_config(out: Path, config: dict[str, Any]) -> None:
     path = out / CONFIG_FILE
     if path.exists():
-        old = json.loads(path.read_text())
+        from agentrefine_lg.convert import load_json_file
+
+        old = load_json_file(path)
         keys = ("model", "seed", "max_steps", "options")
         diff = [k for k in keys if old.get(k) != config.get(k)]
         if diff:
@@ -317,11 +336,18 @@ def _check_config(out: Path, config: dict[str, Any]) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _preflight(model: ModelSpec) -> None:
-    """One tiny call, so an unreachable endpoint fails in seconds with a clear message, before any episode."""
+PREFLIGHT_TIMEOUT_S = 30.0
+
+
+def _preflight(model: ModelSpec, log: Callable[[str], None] | None = None) -> None:
+    """One tiny call (a few tokens, one try, at most :data:`PREFLIGHT_TIMEOUT_S`), so an unreachable or
+    silent endpoint fails in seconds with a clear message, before any episode."""
     if model.agent:
         return
-    chat = model.build(None, seed=0)
+    probe = replace(model, timeout_s=min(model.timeout_s, PREFLIGHT_TIMEOUT_S), max_tokens=16, max_retries=0)
+    if log is not None:
+        log(f"[eval] checking the model at {model.base_url or model.spec} (timeout {probe.timeout_s:g} s)")
+    chat = probe.build(None, seed=0)
     try:
         chat.invoke("Reply with: Thought: ok\nAction: ok")
     except Exception as exc:  # noqa: BLE001
@@ -472,118 +498,121 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = options or {}
-    _check_config(out_dir, {"model": model.label, "seed": seed, "max_steps": max_steps, "tasks": names,
-                            "episodes": episodes, "options": options, "perturb": schemes})
+    from agentrefine_lg.outputs import lock_output_dir
 
-    unavailable: dict[str, str] = {}
-    runnable: list[str] = []
-    for name in names:
-        reason = task_unavailable(name)
-        if reason:
-            unavailable[name] = reason
-            log(f"[eval] {name}: unavailable ({reason})")
-        else:
-            runnable.append(name)
+    with lock_output_dir(out_dir, command="agentrefine eval"):  # one run appends to a folder at a time
+        options = options or {}
+        _check_config(out_dir, {"model": model.label, "seed": seed, "max_steps": max_steps, "tasks": names,
+                                "episodes": episodes, "options": options, "perturb": schemes})
 
-    per_task = {name: episodes for name in runnable}
-    for name in runnable:
-        distinct = getattr(load_task(name), "NUM_EPISODES", None)
-        if distinct is not None and episodes > distinct:
-            per_task[name] = distinct
-            log(f"[eval] {name}: only {distinct} distinct episodes; running {distinct}, not {episodes}")
+        unavailable: dict[str, str] = {}
+        runnable: list[str] = []
+        for name in names:
+            reason = task_unavailable(name)
+            if reason:
+                unavailable[name] = reason
+                log(f"[eval] {name}: unavailable ({reason})")
+            else:
+                runnable.append(name)
 
-    # one job list over the unperturbed run and every scheme: one worker pool, one preflight
-    runs: list[str | None] = [None, *schemes]
-    todo: list[tuple[str | None, str, int]] = []
-    for scheme in runs:
-        folder = run_dir(out_dir, scheme)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / EPISODES_FILE
-        _repair_tail(path)
-        _repair_tail(folder / ERRORS_FILE)
-        done = {(r["task"], int(r["episode"])) for r in read_rows(path)}
-        missing = [(scheme, t, e) for t in runnable for e in range(per_task[t]) if (t, e) not in done]
-        if done:
-            log(f"[eval] resuming{'' if scheme is None else ' ' + scheme}: {len(done)} episode(s) already in "
-                f"{path}, {len(missing)} to run")
-        todo += missing
-    if todo and preflight:
-        _preflight(model)
+        per_task = {name: episodes for name in runnable}
+        for name in runnable:
+            distinct = getattr(load_task(name), "NUM_EPISODES", None)
+            if distinct is not None and episodes > distinct:
+                per_task[name] = distinct
+                log(f"[eval] {name}: only {distinct} distinct episodes; running {distinct}, not {episodes}")
 
-    errors: dict[str | None, int] = {scheme: 0 for scheme in runs}
-
-    def handle(scheme: str | None, kind: str, payload: Any) -> None:
-        if kind == "endpoint":
-            raise EndpointError(f"model endpoint failed, run stopped (resume later): {payload}")
-        folder = run_dir(out_dir, scheme)
-        where = "" if scheme is None else f" [{scheme}]"
-        if kind == "error":
-            errors[scheme] += 1
-            _append(folder / ERRORS_FILE, payload)
-            log(f"[eval] {payload['task']} #{payload['episode']}{where}: ERROR {payload['error']}")
-            return
-        _append(folder / EPISODES_FILE, payload)
-        if payload.get("noop"):
-            log(f"[eval] {payload['task']} #{payload['episode']}{where}: no template reworded (no-op, not run)")
-            return
-        log(f"[eval] {payload['task']} #{payload['episode']}{where} ({payload['env']}): "
-            f"{'success' if payload['success'] else 'fail'} progress={payload['progress']:.2f} "
-            f"steps={payload['steps']} invalid={payload['invalid_actions']} format={payload['format_errors']}")
-
-    if workers == 1 or len(todo) <= 1:
-        for scheme, task, ep in todo:
-            handle(scheme, *_worker(task, ep, model, seed, max_steps, options.get(task), scheme))
-    else:
-        # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task), scheme): scheme
-                       for scheme, task, ep in todo}
-            try:
-                for fut in cf.as_completed(futures):
-                    handle(futures[fut], *fut.result())
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
-
-    meta = {
-        "model": model.label,
-        "max_steps": max_steps,
-        "seed": seed,
-        "episodes_per_task": per_task,
-        "unavailable": unavailable,
-        "task_info": {name: asdict(load_task(name).TASK) for name in runnable},
-    }
-    rows = _selected(read_rows(out_dir / EPISODES_FILE), names, episodes)
-    summary = summarize(rows)
-    summary.update(meta, errors=errors[None])
-    summary["diversity"] = thought_diversity_block(rows, embeddings=embeddings)
-
-    if schemes:
-        scheme_rows: dict[str, list[dict[str, Any]]] = {}
-        for scheme in schemes:
+        # one job list over the unperturbed run and every scheme: one worker pool, one preflight
+        runs: list[str | None] = [None, *schemes]
+        todo: list[tuple[str | None, str, int]] = []
+        for scheme in runs:
             folder = run_dir(out_dir, scheme)
-            s_rows = _selected(read_rows(folder / EPISODES_FILE), names, episodes)
-            scheme_rows[scheme] = s_rows
-            played = [r for r in s_rows if not r.get("noop")]
-            s_summary = summarize(played)
-            # distinct-n only: the embedding distance is the main run's diversity analysis
-            s_summary.update(meta, errors=errors[scheme], perturbation=scheme,
-                             noop_episodes=len(s_rows) - len(played),
-                             diversity=thought_diversity_block(
-                                 played, embeddings=False,
-                                 skipped="not computed for perturbed runs (see the unperturbed summary)"))
-            write_report(folder, s_summary, played, plots=False,
-                         title=f"Evaluation summary: perturbation `{scheme}`")
-        robustness = robustness_block(rows, scheme_rows)
-        robustness.update(model=model.label, max_steps=max_steps, seed=seed)
-        write_robustness(out_dir, robustness)
-        summary["robustness"] = robustness
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / EPISODES_FILE
+            _repair_tail(path)
+            _repair_tail(folder / ERRORS_FILE)
+            done = {(r["task"], int(r["episode"])) for r in read_rows(path)}
+            missing = [(scheme, t, e) for t in runnable for e in range(per_task[t]) if (t, e) not in done]
+            if done:
+                log(f"[eval] resuming{'' if scheme is None else ' ' + scheme}: {len(done)} episode(s) already in "
+                    f"{path}, {len(missing)} to run")
+            todo += missing
+        if todo and preflight:
+            _preflight(model, log)
 
-    write_report(out_dir, summary, rows)
-    return summary
+        errors: dict[str | None, int] = {scheme: 0 for scheme in runs}
+
+        def handle(scheme: str | None, kind: str, payload: Any) -> None:
+            if kind == "endpoint":
+                raise EndpointError(f"model endpoint failed, run stopped (resume later): {payload}")
+            folder = run_dir(out_dir, scheme)
+            where = "" if scheme is None else f" [{scheme}]"
+            if kind == "error":
+                errors[scheme] += 1
+                _append(folder / ERRORS_FILE, payload)
+                log(f"[eval] {payload['task']} #{payload['episode']}{where}: ERROR {payload['error']}")
+                return
+            _append(folder / EPISODES_FILE, payload)
+            if payload.get("noop"):
+                log(f"[eval] {payload['task']} #{payload['episode']}{where}: no template reworded (no-op, not run)")
+                return
+            log(f"[eval] {payload['task']} #{payload['episode']}{where} ({payload['env']}): "
+                f"{'success' if payload['success'] else 'fail'} progress={payload['progress']:.2f} "
+                f"steps={payload['steps']} invalid={payload['invalid_actions']} format={payload['format_errors']}")
+
+        if workers == 1 or len(todo) <= 1:
+            for scheme, task, ep in todo:
+                handle(scheme, *_worker(task, ep, model, seed, max_steps, options.get(task), scheme))
+        else:
+            # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
+            ctx = multiprocessing.get_context("spawn")
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = {pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task), scheme): scheme
+                           for scheme, task, ep in todo}
+                try:
+                    for fut in cf.as_completed(futures):
+                        handle(futures[fut], *fut.result())
+                except BaseException:
+                    for fut in futures:
+                        fut.cancel()
+                    raise
+
+        meta = {
+            "model": model.label,
+            "max_steps": max_steps,
+            "seed": seed,
+            "episodes_per_task": per_task,
+            "unavailable": unavailable,
+            "task_info": {name: asdict(load_task(name).TASK) for name in runnable},
+        }
+        rows = _selected(read_rows(out_dir / EPISODES_FILE), names, episodes)
+        summary = summarize(rows)
+        summary.update(meta, errors=errors[None])
+        summary["diversity"] = thought_diversity_block(rows, embeddings=embeddings)
+
+        if schemes:
+            scheme_rows: dict[str, list[dict[str, Any]]] = {}
+            for scheme in schemes:
+                folder = run_dir(out_dir, scheme)
+                s_rows = _selected(read_rows(folder / EPISODES_FILE), names, episodes)
+                scheme_rows[scheme] = s_rows
+                played = [r for r in s_rows if not r.get("noop")]
+                s_summary = summarize(played)
+                # distinct-n only: the embedding distance is the main run's diversity analysis
+                s_summary.update(meta, errors=errors[scheme], perturbation=scheme,
+                                 noop_episodes=len(s_rows) - len(played),
+                                 diversity=thought_diversity_block(
+                                     played, embeddings=False,
+                                     skipped="not computed for perturbed runs (see the unperturbed summary)"))
+                write_report(folder, s_summary, played, plots=False,
+                             title=f"Evaluation summary: perturbation `{scheme}`")
+            robustness = robustness_block(rows, scheme_rows)
+            robustness.update(model=model.label, max_steps=max_steps, seed=seed)
+            write_robustness(out_dir, robustness)
+            summary["robustness"] = robustness
+
+        write_report(out_dir, summary, rows)
+        return summary
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -655,6 +684,7 @@ def cli_run(args: argparse.Namespace) -> int:
 
 
 __all__ = [
+    "MAX_STORED_CHARS",
     "EndpointError",
     "ModelSpec",
     "cli_add_arguments",
