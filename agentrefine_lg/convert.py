@@ -295,13 +295,17 @@ def _decode(raw: bytes, where: str) -> str:
                          "to UTF-8, e.g. iconv -f latin1 -t utf-8", where=where) from None
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_json_text(raw: bytes | str, *, where: str, document: bool = False) -> Any:
     """One JSON value from bytes or text, with every failure an :class:`InputError` naming ``where``:
     undecodable bytes, invalid JSON, nesting beyond :data:`MAX_DEPTH` (or Python's own limit) and lone
     surrogates. ``document``: a multi-line document, whose errors name ``where:line``."""
     text = _decode(raw, where) if isinstance(raw, bytes) else raw
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         if document:
             raise InputError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
@@ -309,6 +313,8 @@ def parse_json_text(raw: bytes | str, *, where: str, document: bool = False) -> 
         raise InputError(f"invalid JSON: {exc.msg} at column {exc.colno}", where=where) from None
     except RecursionError:
         raise InputError(f"nested deeper than {MAX_DEPTH} levels", where=where) from None
+    except ValueError as exc:  # NaN/Infinity (below), or an integer of more than 4300 digits
+        raise InputError(f"not valid JSON: {exc}", where=where) from None
     encoded = raw if isinstance(raw, bytes) else None
     validate_json_value(value, where=where,
                         surrogates=encoded is None or _ESCAPED_SURROGATE.search(encoded) is not None)

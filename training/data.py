@@ -17,6 +17,7 @@ turn's rendered generation in the full text; a template for which neither works 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 from agentrefine_lg.errors import AgentRefineError, InputError
 
 IGNORE_INDEX = -100
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class TemplateError(AgentRefineError):
@@ -83,6 +85,8 @@ def _normalise(messages: Sequence[Any]) -> list[dict[str, Any]]:
                              field=f"messages[{i}].role")
         if not isinstance(content, str):
             raise InputError(f"message {i} has no text content", field=f"messages[{i}].content")
+        if _LONE_SURROGATE.search(content):  # tokenizers raise a bare TypeError on these
+            raise InputError(f"message {i} holds a lone UTF-16 surrogate", field=f"messages[{i}].content")
         out.append({"role": role, "content": content, "train": True if train is None else bool(train)})
     if not out:
         raise InputError("no messages", field="messages")
