@@ -348,11 +348,11 @@ def load_json_file(path: str | os.PathLike) -> Any:
     return parse_json_text(data, where=str(path), document=True)
 
 
-def _read_line(handle, where_of) -> bytes | None:
+def _read_line(handle, where: str) -> bytes | None:
     """The next line (bytes, newline included) of at most :data:`MAX_RECORD_BYTES`; None at the end."""
     line = handle.readline(MAX_RECORD_BYTES + 1)
     if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
-        raise InputError(f"record longer than the {MAX_RECORD_BYTES >> 20} MiB limit per record", where=where_of())
+        raise InputError(f"record longer than the {MAX_RECORD_BYTES >> 20} MiB limit per record", where=where)
     return line or None
 
 
@@ -369,7 +369,7 @@ def iter_records(path: str | os.PathLike, *, allow_empty: bool = False) -> Itera
         lineno = 0
         first: bytes | None = None
         while True:  # peek past blank lines to tell a JSON document from JSONL
-            line = _read_line(handle, lambda: f"{path}:{lineno + 1}")
+            line = _read_line(handle, f"{path}:{lineno + 1}")
             if line is None:
                 break
             lineno += 1
@@ -395,7 +395,7 @@ def iter_records(path: str | os.PathLike, *, allow_empty: bool = False) -> Itera
         while line is not None:
             if line.strip():
                 yield f"{path}:{lineno}", parse_json_text(line, where=f"{path}:{lineno}")
-            line = _read_line(handle, lambda: f"{path}:{lineno + 1}")
+            line = _read_line(handle, f"{path}:{lineno + 1}")
             lineno += 1
 
 
