@@ -418,7 +418,12 @@ def test_fresh_cache_worlds_are_safe_at_any_concurrency(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     pytest.importorskip("textworld")
-    from agentrefine_lg.grounded.engine import TextWorldSession, generate_game, load_game_info, spec_for_persona
+    from agentrefine_lg.grounded.engine import (
+        TextWorldSession,
+        generate_game,
+        load_game_info,
+        spec_for_persona,
+    )
 
     stdout, swapped = sys.stdout, []
     stop = threading.Event()
