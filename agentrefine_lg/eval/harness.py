@@ -482,8 +482,7 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
     ``perturb``: perturbation schemes (or ``"all"``) whose runs go to ``out/perturbed/<scheme>/`` with the
     same episodes, followed by the robustness report. ``embeddings``: see :func:`thought_diversity_block`.
     """
-    from agentrefine_lg.eval.metrics import summarize
-    from agentrefine_lg.eval.report import write_report, write_robustness
+    from agentrefine_lg.outputs import lock_output_dir
 
     names = parse_task_list(tasks)
     schemes = parse_schemes(perturb)
@@ -498,121 +497,130 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from agentrefine_lg.outputs import lock_output_dir
-
     with lock_output_dir(out_dir, command="agentrefine eval"):  # one run appends to a folder at a time
-        options = options or {}
-        _check_config(out_dir, {"model": model.label, "seed": seed, "max_steps": max_steps, "tasks": names,
-                                "episodes": episodes, "options": options, "perturb": schemes})
+        return _run_locked(names, schemes, episodes, model, out_dir, max_steps=max_steps, seed=seed, workers=workers,
+                           options=options, embeddings=embeddings, preflight=preflight, log=log)
 
-        unavailable: dict[str, str] = {}
-        runnable: list[str] = []
-        for name in names:
-            reason = task_unavailable(name)
-            if reason:
-                unavailable[name] = reason
-                log(f"[eval] {name}: unavailable ({reason})")
-            else:
-                runnable.append(name)
 
-        per_task = {name: episodes for name in runnable}
-        for name in runnable:
-            distinct = getattr(load_task(name), "NUM_EPISODES", None)
-            if distinct is not None and episodes > distinct:
-                per_task[name] = distinct
-                log(f"[eval] {name}: only {distinct} distinct episodes; running {distinct}, not {episodes}")
+def _run_locked(names: list[str], schemes: list[str], episodes: int, model: ModelSpec, out_dir: Path, *,
+                max_steps: int, seed: int, workers: int, options: dict[str, dict[str, Any]] | None,
+                embeddings: bool | str, preflight: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """:func:`run_eval`'s work, with ``out_dir`` locked."""
+    from agentrefine_lg.eval.metrics import summarize
+    from agentrefine_lg.eval.report import write_report, write_robustness
 
-        # one job list over the unperturbed run and every scheme: one worker pool, one preflight
-        runs: list[str | None] = [None, *schemes]
-        todo: list[tuple[str | None, str, int]] = []
-        for scheme in runs:
-            folder = run_dir(out_dir, scheme)
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / EPISODES_FILE
-            _repair_tail(path)
-            _repair_tail(folder / ERRORS_FILE)
-            done = {(r["task"], int(r["episode"])) for r in read_rows(path)}
-            missing = [(scheme, t, e) for t in runnable for e in range(per_task[t]) if (t, e) not in done]
-            if done:
-                log(f"[eval] resuming{'' if scheme is None else ' ' + scheme}: {len(done)} episode(s) already in "
-                    f"{path}, {len(missing)} to run")
-            todo += missing
-        if todo and preflight:
-            _preflight(model, log)
+    options = options or {}
+    _check_config(out_dir, {"model": model.label, "seed": seed, "max_steps": max_steps, "tasks": names,
+                            "episodes": episodes, "options": options, "perturb": schemes})
 
-        errors: dict[str | None, int] = {scheme: 0 for scheme in runs}
-
-        def handle(scheme: str | None, kind: str, payload: Any) -> None:
-            if kind == "endpoint":
-                raise EndpointError(f"model endpoint failed, run stopped (resume later): {payload}")
-            folder = run_dir(out_dir, scheme)
-            where = "" if scheme is None else f" [{scheme}]"
-            if kind == "error":
-                errors[scheme] += 1
-                _append(folder / ERRORS_FILE, payload)
-                log(f"[eval] {payload['task']} #{payload['episode']}{where}: ERROR {payload['error']}")
-                return
-            _append(folder / EPISODES_FILE, payload)
-            if payload.get("noop"):
-                log(f"[eval] {payload['task']} #{payload['episode']}{where}: no template reworded (no-op, not run)")
-                return
-            log(f"[eval] {payload['task']} #{payload['episode']}{where} ({payload['env']}): "
-                f"{'success' if payload['success'] else 'fail'} progress={payload['progress']:.2f} "
-                f"steps={payload['steps']} invalid={payload['invalid_actions']} format={payload['format_errors']}")
-
-        if workers == 1 or len(todo) <= 1:
-            for scheme, task, ep in todo:
-                handle(scheme, *_worker(task, ep, model, seed, max_steps, options.get(task), scheme))
+    unavailable: dict[str, str] = {}
+    runnable: list[str] = []
+    for name in names:
+        reason = task_unavailable(name)
+        if reason:
+            unavailable[name] = reason
+            log(f"[eval] {name}: unavailable ({reason})")
         else:
-            # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
-            ctx = multiprocessing.get_context("spawn")
-            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                futures = {pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task), scheme): scheme
-                           for scheme, task, ep in todo}
-                try:
-                    for fut in cf.as_completed(futures):
-                        handle(futures[fut], *fut.result())
-                except BaseException:
-                    for fut in futures:
-                        fut.cancel()
-                    raise
+            runnable.append(name)
 
-        meta = {
-            "model": model.label,
-            "max_steps": max_steps,
-            "seed": seed,
-            "episodes_per_task": per_task,
-            "unavailable": unavailable,
-            "task_info": {name: asdict(load_task(name).TASK) for name in runnable},
-        }
-        rows = _selected(read_rows(out_dir / EPISODES_FILE), names, episodes)
-        summary = summarize(rows)
-        summary.update(meta, errors=errors[None])
-        summary["diversity"] = thought_diversity_block(rows, embeddings=embeddings)
+    per_task = {name: episodes for name in runnable}
+    for name in runnable:
+        distinct = getattr(load_task(name), "NUM_EPISODES", None)
+        if distinct is not None and episodes > distinct:
+            per_task[name] = distinct
+            log(f"[eval] {name}: only {distinct} distinct episodes; running {distinct}, not {episodes}")
 
-        if schemes:
-            scheme_rows: dict[str, list[dict[str, Any]]] = {}
-            for scheme in schemes:
-                folder = run_dir(out_dir, scheme)
-                s_rows = _selected(read_rows(folder / EPISODES_FILE), names, episodes)
-                scheme_rows[scheme] = s_rows
-                played = [r for r in s_rows if not r.get("noop")]
-                s_summary = summarize(played)
-                # distinct-n only: the embedding distance is the main run's diversity analysis
-                s_summary.update(meta, errors=errors[scheme], perturbation=scheme,
-                                 noop_episodes=len(s_rows) - len(played),
-                                 diversity=thought_diversity_block(
-                                     played, embeddings=False,
-                                     skipped="not computed for perturbed runs (see the unperturbed summary)"))
-                write_report(folder, s_summary, played, plots=False,
-                             title=f"Evaluation summary: perturbation `{scheme}`")
-            robustness = robustness_block(rows, scheme_rows)
-            robustness.update(model=model.label, max_steps=max_steps, seed=seed)
-            write_robustness(out_dir, robustness)
-            summary["robustness"] = robustness
+    # one job list over the unperturbed run and every scheme: one worker pool, one preflight
+    runs: list[str | None] = [None, *schemes]
+    todo: list[tuple[str | None, str, int]] = []
+    for scheme in runs:
+        folder = run_dir(out_dir, scheme)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / EPISODES_FILE
+        _repair_tail(path)
+        _repair_tail(folder / ERRORS_FILE)
+        done = {(r["task"], int(r["episode"])) for r in read_rows(path)}
+        missing = [(scheme, t, e) for t in runnable for e in range(per_task[t]) if (t, e) not in done]
+        if done:
+            log(f"[eval] resuming{'' if scheme is None else ' ' + scheme}: {len(done)} episode(s) already in "
+                f"{path}, {len(missing)} to run")
+        todo += missing
+    if todo and preflight:
+        _preflight(model, log)
 
-        write_report(out_dir, summary, rows)
-        return summary
+    errors: dict[str | None, int] = {scheme: 0 for scheme in runs}
+
+    def handle(scheme: str | None, kind: str, payload: Any) -> None:
+        if kind == "endpoint":
+            raise EndpointError(f"model endpoint failed, run stopped (resume later): {payload}")
+        folder = run_dir(out_dir, scheme)
+        where = "" if scheme is None else f" [{scheme}]"
+        if kind == "error":
+            errors[scheme] += 1
+            _append(folder / ERRORS_FILE, payload)
+            log(f"[eval] {payload['task']} #{payload['episode']}{where}: ERROR {payload['error']}")
+            return
+        _append(folder / EPISODES_FILE, payload)
+        if payload.get("noop"):
+            log(f"[eval] {payload['task']} #{payload['episode']}{where}: no template reworded (no-op, not run)")
+            return
+        log(f"[eval] {payload['task']} #{payload['episode']}{where} ({payload['env']}): "
+            f"{'success' if payload['success'] else 'fail'} progress={payload['progress']:.2f} "
+            f"steps={payload['steps']} invalid={payload['invalid_actions']} format={payload['format_errors']}")
+
+    if workers == 1 or len(todo) <= 1:
+        for scheme, task, ep in todo:
+            handle(scheme, *_worker(task, ep, model, seed, max_steps, options.get(task), scheme))
+    else:
+        # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task), scheme): scheme
+                       for scheme, task, ep in todo}
+            try:
+                for fut in cf.as_completed(futures):
+                    handle(futures[fut], *fut.result())
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+
+    meta = {
+        "model": model.label,
+        "max_steps": max_steps,
+        "seed": seed,
+        "episodes_per_task": per_task,
+        "unavailable": unavailable,
+        "task_info": {name: asdict(load_task(name).TASK) for name in runnable},
+    }
+    rows = _selected(read_rows(out_dir / EPISODES_FILE), names, episodes)
+    summary = summarize(rows)
+    summary.update(meta, errors=errors[None])
+    summary["diversity"] = thought_diversity_block(rows, embeddings=embeddings)
+
+    if schemes:
+        scheme_rows: dict[str, list[dict[str, Any]]] = {}
+        for scheme in schemes:
+            folder = run_dir(out_dir, scheme)
+            s_rows = _selected(read_rows(folder / EPISODES_FILE), names, episodes)
+            scheme_rows[scheme] = s_rows
+            played = [r for r in s_rows if not r.get("noop")]
+            s_summary = summarize(played)
+            # distinct-n only: the embedding distance is the main run's diversity analysis
+            s_summary.update(meta, errors=errors[scheme], perturbation=scheme,
+                             noop_episodes=len(s_rows) - len(played),
+                             diversity=thought_diversity_block(
+                                 played, embeddings=False,
+                                 skipped="not computed for perturbed runs (see the unperturbed summary)"))
+            write_report(folder, s_summary, played, plots=False,
+                         title=f"Evaluation summary: perturbation `{scheme}`")
+        robustness = robustness_block(rows, scheme_rows)
+        robustness.update(model=model.label, max_steps=max_steps, seed=seed)
+        write_robustness(out_dir, robustness)
+        summary["robustness"] = robustness
+
+    write_report(out_dir, summary, rows)
+    return summary
 
 
 # --------------------------------------------------------------------------------------------- CLI
