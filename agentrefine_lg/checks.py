@@ -11,9 +11,11 @@ backtracking engines can take exponential time on, are refused before they run. 
 from __future__ import annotations
 
 import re._parser as sre_parse  # only to *inspect* the pattern's structure; never used to match
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Any, Literal
 
 import regex
@@ -25,8 +27,16 @@ Blame = Literal["script", "trajectory"]
 
 MAX_PATTERN_CHARS = 1000
 MATCH_TIMEOUT_S = 0.25
+RECORD_REGEX_BUDGET_S = 2.0
+"""Total regex time one record (a script's check, a trajectory's check) may spend; past it the remaining
+matches fail as ``regex_budget`` (a script fault) instead of running."""
 # Probe strings a script's regexes must survive quickly: the classic blow-ups for (a+)+, (\w+\s?)*, (.*)*.
+# They are also tried behind the pattern's own text (see _pattern_probes): a literal prefix ("^shout ")
+# would otherwise reject them at once and let an exponential body like ((?:a|aa)*c) through.
 _PROBES = ("a" * 30 + "b", "go " * 20 + "!", " " * 40 + "x\n", "x" * 500)
+_PUMP = 40  # repeats per unbounded quantifier in a pattern-built probe: 2**40 paths time out, linear ones don't
+_BUDGET: ContextVar[list[float] | None] = ContextVar("agentrefine_regex_budget", default=None)
+_SLOW: set[str] = set()  # patterns that timed out once: refused at once afterwards (process-wide)
 
 
 @dataclass
@@ -140,6 +150,72 @@ class RegexRefused(ValueError):
         super().__init__(message)
 
 
+def _char_in(items: Any) -> str:
+    """A character of an ``IN`` set (a class like ``[a-z]`` or ``[^"]``)."""
+    negate = False
+    for op, arg in items:
+        if op == sre_parse.NEGATE:
+            negate = True
+        elif not negate and op == sre_parse.LITERAL:
+            return chr(arg)
+        elif not negate and op == sre_parse.RANGE:
+            return chr(arg[0])
+        elif not negate and op == sre_parse.CATEGORY:
+            return _CATEGORY_CHAR.get(arg, "a")
+    return "a"  # a negated class: "a" is outside almost all of them, and a probe need not be exact
+
+
+_CATEGORY_CHAR = {sre_parse.CATEGORY_DIGIT: "1", sre_parse.CATEGORY_SPACE: " ", sre_parse.CATEGORY_WORD: "a",
+                  sre_parse.CATEGORY_NOT_DIGIT: "a", sre_parse.CATEGORY_NOT_SPACE: "a", sre_parse.CATEGORY_NOT_WORD: " "}
+
+
+def _witness(items: Any, pump: int, budget: list[int]) -> str:
+    """A string the parsed pattern (roughly) matches, with every unbounded repeat pumped ``pump`` times: the
+    shape of input on which an ambiguous pattern backtracks the most. ``budget`` bounds its length."""
+    out: list[str] = []
+    for op, arg in items:
+        if budget[0] <= 0:
+            break
+        if op == sre_parse.LITERAL:
+            out.append(chr(arg))
+        elif op == sre_parse.NOT_LITERAL:
+            out.append("a" if chr(arg) != "a" else "b")
+        elif op == sre_parse.ANY:
+            out.append("a")
+        elif op == sre_parse.IN:
+            out.append(_char_in(arg))
+        elif op == sre_parse.CATEGORY:
+            out.append(_CATEGORY_CHAR.get(arg, "a"))
+        elif op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, getattr(sre_parse, "POSSESSIVE_REPEAT", None)):
+            lo, hi, body = arg
+            times = pump if hi == sre_parse.MAXREPEAT or hi > pump else max(lo, min(hi, 1))
+            out.append("".join(_witness(body, pump, budget) for _ in range(times)))
+        elif op == sre_parse.SUBPATTERN:
+            out.append(_witness(arg[-1], pump, budget))
+        elif op == sre_parse.BRANCH:
+            out.append(_witness(arg[1][0], pump, budget))
+        budget[0] -= len(out[-1]) if out else 0
+    return "".join(out)
+
+
+def _pattern_probes(pattern: str, parsed: Any) -> list[str]:
+    """The fixed probes behind the pattern's own literal start, and the pattern's pumped witness followed by a
+    character that makes the full match fail (forcing every way of splitting the pumped part to be tried)."""
+    witness = _witness(list(parsed), _PUMP, [20_000])
+    start = _witness(list(parsed), 1, [20_000])
+    probes = [witness + "\x00", witness[:-1] + "\x00" if witness else "\x00"]
+    prefix = ""
+    for op, arg in parsed:  # the literal text every match starts with
+        if op == sre_parse.AT:
+            continue
+        if op != sre_parse.LITERAL:
+            break
+        prefix += chr(arg)
+    if prefix or start:
+        probes += [prefix + p for p in _PROBES]
+    return probes
+
+
 @lru_cache(maxsize=4096)
 def compile_verification(pattern: str) -> regex.Pattern:
     """Compile an LLM-written ``verification code`` safely, or raise :class:`RegexRefused`."""
@@ -147,6 +223,8 @@ def compile_verification(pattern: str) -> regex.Pattern:
         raise RegexRefused("regex_empty", "verification code is empty")
     if len(pattern) > MAX_PATTERN_CHARS:
         raise RegexRefused("regex_too_long", f"verification code is {len(pattern)} chars (max {MAX_PATTERN_CHARS})")
+    if pattern in _SLOW:  # refusals are not cached by lru_cache: do not pay the probes again
+        raise RegexRefused("regex_timeout", f"verification code {pattern!r} is too slow on adversarial input")
     try:
         parsed = sre_parse.parse(pattern)
     except Exception as exc:  # re's own parser: bad syntax for Python regexes
@@ -160,19 +238,53 @@ def compile_verification(pattern: str) -> regex.Pattern:
         compiled = regex.compile(pattern, flags=regex.VERSION0)
     except Exception as exc:
         raise RegexRefused("regex_compile", f"verification code does not compile: {exc}") from None
-    for probe in _PROBES:
+    for probe in (*_PROBES, *_pattern_probes(pattern, parsed)):
         try:
-            compiled.fullmatch(probe, timeout=MATCH_TIMEOUT_S)
-        except TimeoutError:
-            raise RegexRefused("regex_timeout", f"verification code {pattern!r} is too slow on adversarial input") from None
+            _fullmatch(compiled, probe)
+        except RegexRefused as exc:
+            if exc.kind == "regex_timeout":
+                raise RegexRefused("regex_timeout", f"verification code {pattern!r} is too slow on adversarial input") from None
+            raise
     return compiled
 
 
 def _fullmatch(compiled: regex.Pattern, text: str) -> regex.Match | None:
+    """``compiled.fullmatch(text)`` bounded by :data:`MATCH_TIMEOUT_S` and by the record's remaining budget
+    (:func:`bounded_regex_time`). A pattern that timed out once is refused at once from then on, so a long
+    trajectory of slow actions costs one timeout, not one per turn."""
+    if compiled.pattern in _SLOW:
+        raise RegexRefused("regex_timeout", f"verification code {compiled.pattern!r} timed out before (too slow)")
+    budget = _BUDGET.get()
+    timeout = MATCH_TIMEOUT_S if budget is None else min(MATCH_TIMEOUT_S, budget[0])
+    if timeout <= 0:
+        raise RegexRefused("regex_budget", f"this record spent its {RECORD_REGEX_BUDGET_S:g} s of regex time")
+    started = time.perf_counter()
     try:
-        return compiled.fullmatch(text, timeout=MATCH_TIMEOUT_S)
+        return compiled.fullmatch(text, timeout=timeout)
     except TimeoutError:
+        if timeout >= MATCH_TIMEOUT_S:
+            _SLOW.add(compiled.pattern)
         raise RegexRefused("regex_timeout", f"verification code {compiled.pattern!r} timed out on {text[:60]!r}") from None
+    finally:
+        if budget is not None:
+            budget[0] -= time.perf_counter() - started
+
+
+def bounded_regex_time(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give each call of ``func`` (one record's check) :data:`RECORD_REGEX_BUDGET_S` of regex time in total;
+    nested calls share the outer call's budget."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _BUDGET.get() is not None:
+            return func(*args, **kwargs)
+        token = _BUDGET.set([RECORD_REGEX_BUDGET_S])
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _BUDGET.reset(token)
+
+    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------- actions
@@ -308,6 +420,7 @@ def _parse_script(raw: Script | Mapping[str, Any] | str) -> tuple[Script | None,
         return None, problems
 
 
+@bounded_regex_time
 def check_script(script: Script | Mapping[str, Any] | str) -> CheckReport:
     """Faults of the script itself (docs/method.md §3): any problem here means *regenerate the script*."""
     parsed, problems = _parse_script(script)
@@ -420,6 +533,7 @@ def _missing_keys(turn: Turn) -> list[str]:
     return missing
 
 
+@bounded_regex_time  # a time bound on the regexes only; the rules are check_trajectory's own
 def check_trajectory(
     script: Script | Mapping[str, Any] | str,
     trajectory: Trajectory | list | str,

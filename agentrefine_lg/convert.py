@@ -192,42 +192,154 @@ def _row_hash(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def iter_records(path: str | os.PathLike) -> Iterator[tuple[str, Any]]:
-    """Yield ``(where, record)`` from a JSONL file (one per line) or a JSON file (a list or one object).
+# Limits every reader applies, so a hostile or broken file costs bounded memory and ends in one line.
+MAX_RECORD_BYTES = 32 * 1024 * 1024
+"""Largest JSONL line (one record) read: 32 MiB; a longer one is refused, not loaded."""
+MAX_DOCUMENT_BYTES = 512 * 1024 * 1024
+"""Largest ``.json`` document (a list of records or one object) read whole: 512 MiB; use JSONL above it."""
+MAX_DEPTH = 64
+"""Deepest nesting of objects and lists in a record (ours need under 10)."""
 
-    ``where`` is ``path:line``. A line that is not JSON raises :class:`InputError` naming it.
-    """
-    path = Path(path)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # only JSON escapes can produce a surrogate
+
+
+def _child_path(path: str, key: Any) -> str:
+    child = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
+    return child if len(child) <= 160 else f"{child[:60]}...{child[-90:]}"  # the message stays one short line
+
+
+def validate_json_value(value: Any, *, where: str, surrogates: bool = True) -> None:
+    """Raise :class:`InputError` naming the field when ``value`` nests deeper than :data:`MAX_DEPTH` or
+    (with ``surrogates``) holds a lone UTF-16 surrogate (``"\\ud800"``), which no UTF-8 writer or
+    tokenizer accepts. Iterative, so it never recurses itself."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            if surrogates and _LONE_SURROGATE.search(item):
+                raise InputError("text holds a lone UTF-16 surrogate (an escape like \\ud800 without its pair); "
+                                 "it cannot be written as UTF-8", where=where, field=path or None)
+        elif isinstance(item, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise InputError(f"nested deeper than {MAX_DEPTH} levels", where=where, field=path or None)
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                if surrogates and isinstance(key, str) and _LONE_SURROGATE.search(key):
+                    raise InputError("a key holds a lone UTF-16 surrogate", where=where, field=path or None)
+                stack.append((child, _child_path(path, key), depth + 1))
+
+
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1}); convert the file "
+                         "to UTF-8, e.g. iconv -f latin1 -t utf-8", where=where) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json_text(raw: bytes | str, *, where: str, document: bool = False) -> Any:
+    """One JSON value from bytes or text, with every failure an :class:`InputError` naming ``where``:
+    undecodable bytes, invalid JSON, nesting beyond :data:`MAX_DEPTH` (or Python's own limit) and lone
+    surrogates. ``document``: a multi-line document, whose errors name ``where:line``."""
+    text = _decode(raw, where) if isinstance(raw, bytes) else raw
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        if document:
+            raise InputError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                             where=f"{where}:{exc.lineno}") from None
+        raise InputError(f"invalid JSON: {exc.msg} at column {exc.colno}", where=where) from None
+    except RecursionError:
+        raise InputError(f"nested deeper than {MAX_DEPTH} levels", where=where) from None
+    except ValueError as exc:  # NaN/Infinity (below), or an integer of more than 4300 digits
+        raise InputError(f"not valid JSON: {exc}", where=where) from None
+    encoded = raw if isinstance(raw, bytes) else None
+    validate_json_value(value, where=where,
+                        surrogates=encoded is None or _ESCAPED_SURROGATE.search(encoded) is not None)
+    return value
+
+
+def _open_input(path: Path):
     if not path.exists():
         raise InputError("no such file", where=str(path))
     if path.is_dir():
         raise InputError("is a directory, expected a .jsonl or .json file", where=str(path))
-    with path.open("r", encoding="utf-8", errors="strict") as handle:
-        first = ""
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", where=str(path)) from None
+
+
+def load_json_file(path: str | os.PathLike) -> Any:
+    """A whole ``.json`` document (at most :data:`MAX_DOCUMENT_BYTES`), hostile input turned into
+    :class:`InputError` like :func:`iter_records`."""
+    path = Path(path)
+    with _open_input(path) as handle:
+        data = handle.read(MAX_DOCUMENT_BYTES + 1)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise InputError(f"larger than the {MAX_DOCUMENT_BYTES >> 20} MiB limit for a JSON document; "
+                         "write one record per line (JSONL)", where=str(path))
+    if not data.strip():
+        raise InputError("empty file: no JSON document", where=str(path))
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (Windows editors)
+        data = data[3:]
+    return parse_json_text(data, where=str(path), document=True)
+
+
+def _read_line(handle, where: str) -> bytes | None:
+    """The next line (bytes, newline included) of at most :data:`MAX_RECORD_BYTES`; None at the end."""
+    line = handle.readline(MAX_RECORD_BYTES + 1)
+    if len(line) > MAX_RECORD_BYTES and not line.endswith(b"\n"):
+        raise InputError(f"record longer than the {MAX_RECORD_BYTES >> 20} MiB limit per record", where=where)
+    return line or None
+
+
+def iter_records(path: str | os.PathLike, *, allow_empty: bool = False) -> Iterator[tuple[str, Any]]:
+    """Yield ``(where, record)`` from a JSONL file (one per line) or a JSON file (a list or one object).
+
+    ``where`` is ``path:line`` (``path[i]`` in a JSON list). Every problem is an :class:`InputError` naming
+    the file, the record and, where there is one, the field: undecodable bytes, invalid JSON, a record over
+    :data:`MAX_RECORD_BYTES`, nesting over :data:`MAX_DEPTH`, lone surrogates, and a file with no record at
+    all (unless ``allow_empty``).
+    """
+    path = Path(path)
+    with _open_input(path) as handle:
+        lineno = 0
+        first: bytes | None = None
         while True:  # peek past blank lines to tell a JSON document from JSONL
-            pos = handle.tell()
-            line = handle.readline()
-            if not line or line.strip():
+            line = _read_line(handle, f"{path}:{lineno + 1}")
+            if line is None:
+                break
+            lineno += 1
+            if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            if line.strip():
                 first = line
                 break
-        handle.seek(pos)
-        if first.lstrip().startswith("[") or (path.suffix == ".json" and first.strip() in {"{", "["}):
-            try:
-                doc = json.load(handle)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                                 where=f"{path}:{exc.lineno}") from None
+        if first is None:
+            if allow_empty:
+                return
+            raise InputError("empty file: no records", where=str(path))
+        head = first.strip()
+        if head.startswith(b"[") or (path.suffix == ".json" and head in {b"{", b"["}):
+            doc = load_json_file(path)
             records = doc if isinstance(doc, list) else [doc]
+            if not records and not allow_empty:
+                raise InputError("an empty list: no records", where=str(path))
             for i, record in enumerate(records):
                 yield f"{path}[{i}]", record
             return
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg} at column {exc.colno}", where=f"{path}:{lineno}") from None
+        line = first
+        while line is not None:
+            if line.strip():
+                yield f"{path}:{lineno}", parse_json_text(line, where=f"{path}:{lineno}")
+            line = _read_line(handle, f"{path}:{lineno + 1}")
+            lineno += 1
 
 
 def read_samples(path: str | os.PathLike, *, fmt: Format = "auto", mask: bool = True) -> Iterator[RefinementSample]:
@@ -240,11 +352,20 @@ def read_samples(path: str | os.PathLike, *, fmt: Format = "auto", mask: bool = 
 
 
 def write_jsonl(samples: Iterable[RefinementSample], path: str | os.PathLike, *, append: bool = False) -> int:
-    """Write samples as JSONL, flushing each line; returns the number written."""
+    """Write samples as JSONL; returns the number written. A new file (``append=False``) is written through a
+    temporary file renamed on success, so a failure leaves any earlier file intact; appends flush each line."""
+    from agentrefine_lg.outputs import atomic_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    with path.open("a" if append else "w", encoding="utf-8") as handle:
+    if not append:
+        with atomic_output(path) as handle:
+            for sample in samples:
+                handle.write(json.dumps(sample.to_dict(), ensure_ascii=False) + "\n")
+                n += 1
+        return n
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
         for sample in samples:
             handle.write(json.dumps(sample.to_dict(), ensure_ascii=False) + "\n")
             handle.flush()
@@ -277,9 +398,14 @@ def to_dataset(samples: Iterable[RefinementSample]):
 
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_RECORD_BYTES",
     "erroneous_turns",
     "format_assistant",
     "iter_records",
+    "load_json_file",
+    "parse_json_text",
     "read_samples",
     "render_actions",
     "render_environment",
@@ -290,5 +416,6 @@ __all__ = [
     "to_dataset",
     "to_sharegpt",
     "trajectory_to_messages",
+    "validate_json_value",
     "write_jsonl",
 ]

@@ -7,7 +7,6 @@ persona id names one persona everywhere: in the runner's ledger, in shards and i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agentrefine_lg.convert import parse_json_text
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.schema import Persona
 
@@ -53,14 +53,17 @@ def iter_persona_file(path: str | Path) -> Iterator[Persona]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"persona file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}); convert the file to UTF-8",
+                         where=f"{path}:{line}") from None
     head = text.lstrip()[:1]
     if head == "[":
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc.msg} at line {exc.lineno})", where=str(path)) from None
-        for i, row in enumerate(rows):
+        rows = parse_json_text(text, where=str(path), document=True)  # bad JSON, depth, surrogates: InputError
+        for i, row in enumerate(rows if isinstance(rows, list) else [rows]):
             persona = _from_row(row, f"{path}[{i}]")
             if persona is not None:
                 yield persona
@@ -71,10 +74,7 @@ def iter_persona_file(path: str | Path) -> Iterator[Persona]:
             continue
         where = f"{path}:{lineno}"
         if stripped.startswith("{"):
-            try:
-                row = json.loads(stripped)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not a valid JSON row ({exc.msg})", where=where) from None
+            row = parse_json_text(stripped, where=where)
         else:
             row = stripped
         persona = _from_row(row, where)

@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -98,6 +99,8 @@ def in_shard(pid: str, shard: tuple[int, int]) -> bool:
 def _read_jsonl(path: Path, *, repair: bool) -> list[dict[str, Any]]:
     """Rows of a JSONL file. A torn last line (no newline: the writer was killed) is dropped, and with
     ``repair`` cut off the file so later appends start on a clean line."""
+    from agentrefine_lg.convert import parse_json_text
+
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -111,11 +114,18 @@ def _read_jsonl(path: Path, *, repair: bool) -> list[dict[str, Any]]:
     for lineno, line in enumerate(data[:end].splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON ({exc.msg}); remove or fix the line", where=f"{path}:{lineno}") from None
+        row = parse_json_text(line, where=f"{path}:{lineno}")
+        if not isinstance(row, dict) or (path.name == LEDGER and not isinstance(row.get("persona_id"), str)):
+            raise InputError("not a row of this run's output; remove or fix the line", where=f"{path}:{lineno}")
+        rows.append(row)
     return rows
+
+
+def _ledger_row_of_sample(sample: dict[str, Any]) -> dict[str, Any]:
+    """The ledger line of an accepted sample whose own line was lost (killed between the two fsyncs)."""
+    return {"persona_id": _sample_pid(sample), "status": "accepted", "reason": None,
+            "attempts": sample.get("attempts") or {}, "usage": {sample.get("teacher") or "unknown": sample.get("usage") or {}},
+            "pairs": None, "seconds": None, "recovered": True}
 
 
 def _sample_pid(row: dict[str, Any]) -> str:
@@ -172,11 +182,10 @@ async def _commit(samples: _Appender, ledger: _Appender) -> None:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from agentrefine_lg.outputs import atomic_output
+
+    with atomic_output(path) as handle:
+        handle.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -353,8 +362,17 @@ class RunResult:
     summary: dict[str, Any]
     new_accepted: int
     new_rejected: int
-    crashed: int
+    crashed: int  # personas ended by an infrastructure failure: not ledgered, retried on resume
     exhausted: bool  # ran out of personas before reaching n
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _failure(exc: BaseException) -> str:
+    return _one_line(f"{type(exc).__name__}: {exc}")
 
 
 async def run_synthesis(
@@ -370,17 +388,50 @@ async def run_synthesis(
     progress: bool | None = None,
     manifest: dict[str, Any] | None = None,
     prices: dict[str, tuple[float, float]] | None = None,
-    max_crashes: int = 20,
+    max_infra_failures: int = 3,
 ) -> RunResult:
     """Run ``graph`` (a compiled synthesis graph) over ``personas`` until ``n`` samples are accepted in
-    ``out_dir`` (counting earlier runs'), with at most ``concurrency`` personas in flight."""
-    from agentrefine_lg.llm_roles import is_fatal_error
+    ``out_dir`` (counting earlier runs'), with at most ``concurrency`` personas in flight.
+
+    Only the graph's own verdict is ledgered. A persona whose LLM calls failed for transport reasons is
+    left unledgered (retried on resume), and ``max_infra_failures`` of them in a row stop the run; an
+    exception escaping the graph (a bug, a refused key, an engine error) stops it at once. Either way an
+    :class:`AgentRefineError` says why, and nothing is marked done that was not. ``out_dir`` is locked for
+    the run (a second run on it stops at once); SIGTERM finalises like SIGINT (the task is cancelled).
+    """
+    from agentrefine_lg.outputs import lock_output_dir
     from agentrefine_lg.progress import progress_bar
 
     if n < 1 or concurrency < 1:
         raise InputError("--n and --concurrency must be >= 1")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with lock_output_dir(out, command="agentrefine synthesize"):
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        handled = False
+        if task is not None:
+            try:  # only in the main thread of a Unix process; elsewhere SIGTERM keeps its default
+                loop.add_signal_handler(signal.SIGTERM, task.cancel)
+                handled = True
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        try:
+            return await _run_locked(graph, personas, out, n=n, concurrency=concurrency, shard=shard,
+                                     retry_rejected=retry_rejected, recursion_limit=recursion_limit, progress=progress,
+                                     manifest=manifest, prices=prices, max_infra_failures=max_infra_failures)
+        finally:
+            if handled:
+                loop.remove_signal_handler(signal.SIGTERM)
+
+
+async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: int, concurrency: int,
+                      shard: tuple[int, int], retry_rejected: bool, recursion_limit: int, progress: bool | None,
+                      manifest: dict[str, Any] | None, prices: dict[str, tuple[float, float]] | None,
+                      max_infra_failures: int) -> RunResult:
+    from tqdm.auto import tqdm
+
+    from agentrefine_lg.llm_roles import is_fatal_error, is_transient_error
+    from agentrefine_lg.synthesis import attempts_of
+
     samples = _read_jsonl(out / SAMPLES, repair=True)
     ledger = _read_jsonl(out / LEDGER, repair=True)
     accepted_ids = {_sample_pid(r) for r in samples}
@@ -396,6 +447,14 @@ async def run_synthesis(
     _write_json_atomic(out / MANIFEST, {**manifest, "status": "running"})
 
     sample_file, ledger_file = _Appender(out / SAMPLES), _Appender(out / LEDGER)
+    # Samples are written before their ledger lines: a kill between the two fsyncs leaves accepted samples
+    # without a ledger line. Write those lines now, so the two files agree again before anything new.
+    in_ledger = {r["persona_id"] for r in ledger if r.get("status") == "accepted"}
+    recovered = list({pid: _ledger_row_of_sample(r) for r in samples
+                      if (pid := _sample_pid(r)) not in in_ledger}.values())
+    if recovered:
+        ledger_file._write(recovered)
+        ledger.extend(recovered)
     counters = {"accepted": done_in_shard, "rejected": 0, "retries": 0, "tokens": 0, "crashed": 0}
     # A bar on a terminal, summary lines in a log (progress=None); progress=False: silent.
     bar = progress_bar(n, "synthesize", "samples", initial=min(done_in_shard, n), enabled=progress is not False)
@@ -417,9 +476,10 @@ async def run_synthesis(
 
     new_acc = new_rej = 0
     exhausted = False
-    in_flight: set[asyncio.Task] = set()
+    stopped: str | None = None
+    in_flight: dict[asyncio.Task, Persona] = {}
     commit: asyncio.Future | None = None
-    crash_examples: list[str] = []
+    infra_in_a_row = 0
     try:
         while counters["accepted"] < n:
             while len(in_flight) < concurrency and counters["accepted"] + len(in_flight) < n:
@@ -427,32 +487,51 @@ async def run_synthesis(
                 if persona is None:
                     exhausted = True
                     break
-                in_flight.add(asyncio.ensure_future(one(persona)))
+                in_flight[asyncio.ensure_future(one(persona))] = persona
             if not in_flight:
                 break
-            done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
             accepted_now = 0
             for task in done:
+                persona = in_flight.pop(task)
                 exc = task.exception()
+                final: dict[str, Any] = {}
                 if exc is not None:
                     if is_fatal_error(exc):
-                        raise AgentRefineError(f"the teacher refused the request, stopping: {type(exc).__name__}: {exc}") from exc
+                        stopped = f"the teacher refused the request, stopping: {_failure(exc)}"
+                        raise AgentRefineError(stopped) from exc
+                    if not is_transient_error(exc):
+                        stopped = (f"persona {persona.id} failed with {_failure(exc)}. That is an error of the "
+                                   "teacher, its engine or the code, not a rejection: nothing was ledgered for it. "
+                                   "Stopping; rerun the same command to resume once the cause is fixed")
+                        raise AgentRefineError(stopped) from exc
+                    why: str | None = _failure(exc)
+                else:
+                    _, final, seconds = task.result()
+                    status = final.get("synth_status")
+                    if status not in ("accepted", "rejected"):
+                        stopped = (f"persona {persona.id}: the synthesis graph ended without a verdict "
+                                   f"(synth_status={status!r}); stopping, nothing was ledgered for it")
+                        raise AgentRefineError(stopped)
+                    why = None  # the graph's verdict: transport failures raise out of it instead (above)
+                if why is not None:
                     counters["crashed"] += 1
-                    crash_examples.append(f"{type(exc).__name__}: {exc}")
-                    print(f"agentrefine synthesize: a persona failed ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "it is not in the ledger and will be retried on resume", file=sys.stderr)
-                    if counters["crashed"] > max_crashes:
-                        raise AgentRefineError(f"{counters['crashed']} personas crashed (first: {crash_examples[0]}); stopping")
+                    infra_in_a_row += 1
+                    print(f"agentrefine synthesize: persona {persona.id} not finished: {why}; not ledgered, "
+                          "it is retried on resume", file=sys.stderr)
+                    if infra_in_a_row >= max_infra_failures:
+                        stopped = (f"the teacher failed for {infra_in_a_row} personas in a row (last: {why}); "
+                                   "stopping. Nothing was ledgered for them: rerun the same command to resume "
+                                   "once the endpoint answers")
+                        raise AgentRefineError(stopped)
                     continue
-                persona, final, seconds = task.result()
+                infra_in_a_row = 0
                 usage = final.get("synth_usage") or {}
                 tokens = sum(int(u.get("total_tokens", 0)) for u in usage.values())
                 counters["tokens"] += tokens
-                from agentrefine_lg.synthesis import attempts_of
-
-                row = {"persona_id": persona.id, "status": final.get("synth_status") or "rejected",
+                row = {"persona_id": persona.id, "status": final["synth_status"],
                        "reason": final.get("synth_reason"), "attempts": attempts_of(final), "usage": usage,
-                       "pairs": (final.get("synth_report") or {}).get("pairs") if final.get("synth_status") == "accepted" else None,
+                       "pairs": (final.get("synth_report") or {}).get("pairs") if final["synth_status"] == "accepted" else None,
                        "seconds": round(seconds, 3)}
                 sample = final.get("synth_sample")
                 if row["status"] == "accepted" and sample:
@@ -489,8 +568,10 @@ async def run_synthesis(
         sample_file.close()
         ledger_file.close()
         summary = summarize(samples, ledger, prices)
-        status = "complete" if counters["accepted"] >= n else ("exhausted" if exhausted else "interrupted")
-        _write_json_atomic(out / MANIFEST, {**manifest, "status": status, "counts": {
+        status = ("complete" if counters["accepted"] >= n else "stopped" if stopped
+                  else "exhausted" if exhausted else "interrupted")
+        _write_json_atomic(out / MANIFEST, {**manifest, "status": status, **({"stopped": stopped} if stopped else {}),
+                                            "counts": {
             "target": n, "accepted_in_shard": counters["accepted"], "new_accepted": new_acc, "new_rejected": new_rej,
             "crashed": counters["crashed"]}, "summary": summary})
     return RunResult(summary, new_acc, new_rej, counters["crashed"], exhausted)
@@ -513,7 +594,13 @@ def merge_shards(dirs: Iterable[str | Path], out: str | Path, *, prices: dict[st
             raise InputError(f"{d} holds no {SAMPLES} or {LEDGER}: not a synthesis output directory")
         if d.resolve() == out.resolve():
             raise InputError(f"the merge output {out} is also an input")
-    out.mkdir(parents=True, exist_ok=True)
+    from agentrefine_lg.outputs import lock_output_dir
+
+    with lock_output_dir(out, command="agentrefine synthesize --merge"):
+        return _merge_locked(dirs, out, prices)
+
+
+def _merge_locked(dirs: list[Path], out: Path, prices: dict[str, tuple[float, float]] | None) -> dict[str, Any]:
     for name in (SAMPLES, LEDGER):
         if (out / name).exists() and (out / name).stat().st_size:
             raise InputError(f"{out / name} exists and is not empty; merge into a new directory")
@@ -575,7 +662,8 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="interactive episode cap (default 40; 160 with the grounded teacher)")
     r.add_argument("--llm-max-attempts", type=int, default=4, help="tries per LLM call on 429/5xx/timeouts")
     r.add_argument("--retry-interval", type=float, default=1.0, help="first backoff interval in seconds")
-    r.add_argument("--llm-timeout", type=float, default=None, help="seconds per LLM call attempt")
+    r.add_argument("--llm-timeout", type=float, default=300.0,
+                   help="seconds per LLM call attempt (default 300: a silent endpoint must not hang the run)")
     o = parser.add_argument_group("output")
     o.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT",
                    help="USD per 1M input/output tokens for a model missing from the built-in table")
@@ -628,10 +716,15 @@ def cli_run(args: argparse.Namespace) -> int:
     if previous.get("teacher") and (previous.get("teacher"), previous.get("mode")) != (teacher.name, teacher.mode):
         print(f"agentrefine synthesize: note: {args.out} was started with teacher {previous.get('teacher')!r} "
               f"({previous.get('mode')}); this run adds samples from {teacher.name!r} ({teacher.mode})", file=sys.stderr)
-    result = asyncio.run(run_synthesis(
-        graph, personas, args.out, n=args.n, concurrency=args.concurrency, shard=shard,
-        retry_rejected=args.retry_rejected, recursion_limit=recursion_limit(settings, teacher.mode),  # type: ignore[arg-type]
-        progress=False if args.no_progress else None, manifest=manifest, prices=prices))
+    try:
+        result = asyncio.run(run_synthesis(
+            graph, personas, args.out, n=args.n, concurrency=args.concurrency, shard=shard,
+            retry_rejected=args.retry_rejected, recursion_limit=recursion_limit(settings, teacher.mode),  # type: ignore[arg-type]
+            progress=False if args.no_progress else None, manifest=manifest, prices=prices))
+    except asyncio.CancelledError:  # SIGTERM: the run cancelled itself and wrote its manifest
+        print(f"agentrefine synthesize: terminated; {args.out} holds everything finished so far (manifest status "
+              "'interrupted'); rerun the same command to resume", file=sys.stderr)
+        return 143
     stats = {getattr(r, "name", "?"): getattr(r, "stats", None) for r in teacher.roles if getattr(r, "stats", None)}
     if stats:
         manifest_now = _read_manifest(Path(args.out))

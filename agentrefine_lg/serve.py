@@ -23,7 +23,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import math
 import os
 import secrets
 import shutil
@@ -286,7 +288,104 @@ def trim_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[: min(cuts)] if cuts else text
 
 
-def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dtype: str):
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may cost the transformers backend. Each limit is a server setting
+    (``agentrefine serve --max-request-bytes/--max-prompt-tokens/--max-tokens``)."""
+
+    max_request_bytes: int = 4 * 1024 * 1024
+    """Largest request body read (4 MiB): a larger one is answered 413 before it is read."""
+    max_prompt_tokens: int = 16_384
+    """Longest prompt (chat template applied) accepted; also never more than the model's context."""
+    max_tokens: int = 1024
+    """Cap on ``max_tokens`` / ``max_completion_tokens``, and their value when a request gives none."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_bytes", "max_prompt_tokens", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}", field=name)
+
+
+class RequestError(Exception):
+    """A malformed or over-limit request: answered with an OpenAI-style error naming the parameter."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
+        super().__init__(message)
+        self.message, self.param, self.status, self.code = message, param, status, code
+
+
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_chat_request(body: Any, limits: ServeLimits) -> dict[str, Any]:
+    """Check a chat-completions body field by field (raising :class:`RequestError` naming the param) and
+    return it with the token budget applied: ``max_tokens`` set and capped at ``limits.max_tokens``."""
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("'messages' must be a non-empty list of {role, content} objects", "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RequestError(f"messages[{i}] must be an object with 'role' and 'content'", f"messages[{i}]")
+        if message.get("role") not in _ROLES:
+            raise RequestError(f"messages[{i}].role must be one of {', '.join(_ROLES)}, got {message.get('role')!r}",
+                               f"messages[{i}].role")
+        content = message.get("content")
+        parts_ok = isinstance(content, list) and all(
+            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content)
+        if not (isinstance(content, str) or parts_ok):
+            raise RequestError(f"messages[{i}].content must be a string or a list of text parts",
+                               f"messages[{i}].content")
+    if body.get("model") is not None and not isinstance(body["model"], str):
+        raise RequestError("'model' must be a string", "model")
+    n = body.get("n")
+    if n is not None:
+        if not _is_int(n) or n < 1:
+            raise RequestError("'n' must be a positive integer", "n")
+        if n > 1:
+            raise RequestError(f"n={n}: this server returns one choice per request; send {n} requests instead", "n")
+        body = {k: v for k, v in body.items() if k != "n"}
+    budget = limits.max_tokens
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if value is None:
+            continue
+        if not _is_int(value) or value < 1:
+            raise RequestError(f"'{key}' must be a positive integer, got {value!r}", key)
+        budget = min(budget, value)
+    body = {**body, "max_tokens": budget}
+    body.pop("max_completion_tokens", None)
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(x, str) and x for x in stops):
+            raise RequestError("'stop' must be a non-empty string or a list of at most 4 of them", "stop")
+    for key, low, high in (("temperature", 0.0, 2.0), ("top_p", 0.0, 1.0), ("frequency_penalty", -2.0, 2.0)):
+        value = body.get(key)
+        if value is not None and not (_is_number(value) and low <= value <= high):
+            raise RequestError(f"'{key}' must be a number from {low:g} to {high:g}, got {value!r}", key)
+    if body.get("seed") is not None and not _is_int(body["seed"]):
+        raise RequestError("'seed' must be an integer", "seed")
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        raise RequestError("'stream' must be true or false", "stream")
+    bias = body.get("logit_bias")
+    if bias is not None and not (isinstance(bias, dict) and all(
+            isinstance(k, str) and k.isdigit() and _is_number(v) for k, v in bias.items())):
+        raise RequestError("'logit_bias' must map token ids to numbers", "logit_bias")
+    return body
+
+
+def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dtype: str,
+               limits: ServeLimits | None = None):
     """The ASGI app on transformers-serve parts (see the module docstring for what differs and why)."""
     import logging
 
@@ -316,20 +415,52 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
 
     handler = Handler(model_manager=manager, generation_state=state)
 
+    limits = limits or ServeLimits()
+    log = logging.getLogger("agentrefine.serve")
+
+    def prompt_tokens(body: dict) -> tuple[int, int | None]:
+        """Tokens of the prompt as the model will see it, and the model's context length (if it says)."""
+        _, model, processor = handler._resolve_model(dict(body))
+        tokenizer = getattr(processor, "tokenizer", processor)
+        chat = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str)
+                 else "".join(p["text"] for p in m["content"])} for m in body["messages"]]
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=False)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return len(ids), getattr(model.config, "max_position_embeddings", None)
+
     async def chat_completions(request: Request) -> Response:
+        from agentrefine_lg.convert import parse_json_text
+
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "the request body is not JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
-            return _error(400, "the request needs a 'messages' list")
+            try:
+                body = parse_json_text(await request.body(), where="the request body")
+            except InputError as exc:  # not UTF-8, not JSON, nested too deep, lone surrogates
+                raise RequestError(str(exc)) from None
+            body = validate_chat_request(body, limits)
+            requested = body.get("model")
+            if requested not in (None, "", model_name):
+                raise RequestError(f"model {requested!r} not served here; use {model_name!r}", "model", 404,
+                                   "model_not_found")
+            n_prompt, context = await asyncio.to_thread(prompt_tokens, body)
+            most = min(limits.max_prompt_tokens, context - 1 if context else limits.max_prompt_tokens)
+            if n_prompt > most:
+                raise RequestError(f"the prompt is {n_prompt} tokens; this server accepts at most {most}", "messages",
+                                   code="context_length_exceeded")
+            if context:
+                body["max_tokens"] = min(body["max_tokens"], context - n_prompt)
+        except RequestError as exc:
+            return _error(exc.status, exc.message, param=exc.param, code=exc.code)
         stops = body.get("stop") or []
-        stops = [stops] if isinstance(stops, str) else [s for s in stops if isinstance(s, str) and s]
+        stops = [stops] if isinstance(stops, str) else stops
         request_id = request.headers.get("x-request-id") or secrets.token_hex(8)
         try:
             response = await handler.handle_request(body, request_id)
         except HTTPException as exc:
-            return _error(exc.status_code, str(exc.detail))
+            return _error(400 if exc.status_code == 422 else exc.status_code, str(exc.detail))
+        except Exception as exc:  # noqa: BLE001 - answered as JSON, logged in one line, never a bare 500
+            log.error("request %s failed: %s: %s", request_id, type(exc).__name__, exc)
+            return _error(500, f"the server failed on this request ({type(exc).__name__})", kind="server_error")
         if not stops:
             return response
         if isinstance(response, StreamingResponse):
@@ -344,7 +475,7 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
 
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [
-            {"id": model_name, "object": "model", "created": 0, "owned_by": "agentrefine", "root": model_dir}]})
+            {"id": model_name, "object": "model", "created": 0, "owned_by": "agentrefine"}]})  # no local paths
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -360,15 +491,75 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
         state.shutdown()
         manager.shutdown()
 
-    return _ApiKeyGate(app, api_key), shutdown
+    return _ApiKeyGate(_BodyLimit(app, limits.max_request_bytes), api_key), shutdown
 
 
-def _error(status: int, message: str):
-    """An OpenAI-style error body (clients read ``error.message``)."""
+def _error(status: int, message: str, *, param: str | None = None, code: str | int | None = None,
+           kind: str = "invalid_request_error"):
+    """An OpenAI-style error body: ``{"error": {"message", "type", "param", "code"}}``."""
     from starlette.responses import JSONResponse
 
-    return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "code": status}},
-                        status_code=status)
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param,
+                                   "code": code if code is not None else status}}, status_code=status)
+
+
+def _json_error_events(status: int, message: str, code: str) -> list[dict[str, Any]]:
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                 "code": code}}).encode()
+    return [{"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                         (b"connection", b"close")]},
+            {"type": "http.response.body", "body": body}]
+
+
+class _BodyLimit:
+    """ASGI wrapper: a request body over ``max_bytes`` is answered 413 and never held in memory (a
+    ``Content-Length`` over the limit is refused before reading; a chunked body is counted as it comes)."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _refuse(self, send: Any, status: int, message: str, code: str) -> None:
+        for event in _json_error_events(status, message, code):
+            await send(event)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        too_large = f"the request body is larger than this server's limit of {self.max_bytes} bytes"
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                await self._refuse(send, 400, "the Content-Length header is not a number", "bad_request")
+                return
+            if int(length) > self.max_bytes:
+                await self._refuse(send, 413, too_large, "request_too_large")
+                return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                await self._refuse(send, 413, too_large, "request_too_large")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 async def _trim_sse(events, stops: Sequence[str]):
@@ -433,7 +624,8 @@ class _ApiKeyGate:
 
 
 def _start_transformers(model_dir: str, adapter: str | None, *, host: str, port: int, api_key: str,
-                        model_name: str, device: str, dtype: str, startup_timeout_s: float) -> ServerHandle:
+                        model_name: str, device: str, dtype: str, startup_timeout_s: float,
+                        limits: ServeLimits | None = None) -> ServerHandle:
     import uvicorn
 
     if not Path(model_dir).is_dir():
@@ -445,7 +637,8 @@ def _start_transformers(model_dir: str, adapter: str | None, *, host: str, port:
         workdir = tempfile.mkdtemp(prefix="agentrefine-merged-")
         served = str(merge_adapter(model_dir, adapter, workdir))
     try:
-        app, shutdown = _build_app(served, model_name=model_name, api_key=api_key, device=device, dtype=dtype)
+        app, shutdown = _build_app(served, model_name=model_name, api_key=api_key, device=device, dtype=dtype,
+                                   limits=limits)
     except BaseException:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -496,11 +689,13 @@ def start_server(
     vllm_bin: str | None = None,
     startup_timeout_s: float = 600.0,
     extra_args: Sequence[str] = (),
+    limits: ServeLimits | None = None,
 ) -> ServerHandle:
     """Start a server for ``model_dir`` (+ ``adapter``) and return once it answers; ``port=0`` picks a free one.
 
     ``api_key`` defaults to a fresh random key (``handle.api_key``). ``backend`` is ``"transformers"`` (in
     this process, CPU by default) or ``"vllm"`` (a subprocess; ``tensor_parallel``, ``vllm_bin``, ``extra_args``).
+    ``limits`` (:class:`ServeLimits`) bounds each request of the transformers backend; vLLM applies its own.
     """
     api_key = api_key or secrets.token_urlsafe(24)
     if backend == "transformers":  # aliases (gemma-3-270m) become their cached local folder
@@ -513,7 +708,7 @@ def start_server(
     if backend == "transformers":
         return _start_transformers(str(model_dir), adapter_s, host=host, port=port, api_key=api_key,
                                    model_name=model_name, device=device, dtype=dtype,
-                                   startup_timeout_s=startup_timeout_s)
+                                   startup_timeout_s=startup_timeout_s, limits=limits)
     if backend == "vllm":
         return _start_vllm(str(model_dir), adapter_s, host=host, port=port, api_key=api_key, model_name=model_name,
                            tensor_parallel=tensor_parallel, vllm_bin=vllm_bin, startup_timeout_s=startup_timeout_s,
@@ -537,6 +732,13 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vllm-bin", help="vLLM executable (default: $AGENTREFINE_VLLM or vllm on PATH)")
     parser.add_argument("--device", default="cpu", help="transformers backend device (cpu, cuda:0, auto)")
     parser.add_argument("--print-command", action="store_true", help="vllm: print the command line and exit")
+    lim = ServeLimits()
+    parser.add_argument("--max-request-bytes", type=int, default=lim.max_request_bytes,
+                        help=f"transformers backend: largest request body (default {lim.max_request_bytes})")
+    parser.add_argument("--max-prompt-tokens", type=int, default=lim.max_prompt_tokens,
+                        help=f"transformers backend: longest prompt (default {lim.max_prompt_tokens})")
+    parser.add_argument("--max-tokens", type=int, default=lim.max_tokens,
+                        help=f"transformers backend: cap on a request's max_tokens (default {lim.max_tokens})")
 
 
 def cli_run(args: argparse.Namespace) -> int:
@@ -558,7 +760,8 @@ def cli_run(args: argparse.Namespace) -> int:
           + (f" + {args.adapter}" if args.adapter else ""), file=sys.stderr, flush=True)
     handle = start_server(args.model, backend=backend, adapter=args.adapter, port=args.port, host=args.host,
                           api_key=api_key, model_name=args.name, device=args.device,
-                          tensor_parallel=args.tensor_parallel, vllm_bin=args.vllm_bin)
+                          tensor_parallel=args.tensor_parallel, vllm_bin=args.vllm_bin,
+                          limits=ServeLimits(args.max_request_bytes, args.max_prompt_tokens, args.max_tokens))
     print(f"serving {handle.model_name!r} at {handle.base_url} ({handle.backend}); Ctrl-C stops it")
     print(f"export AGENTREFINE_BASE_URL={handle.base_url} AGENTREFINE_MODEL={handle.model_name} "
           f"AGENTREFINE_API_KEY={handle.api_key}", flush=True)
@@ -583,6 +786,8 @@ def _quote(arg: str) -> str:
 __all__ = [
     "DEFAULT_MODEL_NAME",
     "VLLM_LORA_RANKS",
+    "RequestError",
+    "ServeLimits",
     "ServerHandle",
     "cli_add_arguments",
     "cli_run",
@@ -592,6 +797,7 @@ __all__ = [
     "resolve_vllm_bin",
     "start_server",
     "trim_at_stop",
+    "validate_chat_request",
     "vllm_command",
     "vllm_max_lora_rank",
 ]

@@ -45,7 +45,7 @@ def test_json_list(tmp_path):
 def test_bad_rows_name_the_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"persona": "A pilot."}\n{"persona": "A nurse.",\n')
-    with pytest.raises(InputError, match=r"bad.jsonl:2.*not a valid JSON row"):
+    with pytest.raises(InputError, match=r"bad.jsonl:2.*invalid JSON"):
         load_personas(path)
     path.write_text('{"name": "A pilot."}\n')
     with pytest.raises(InputError, match=r"bad.jsonl:1.*expected one of the keys"):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentrefine_lg.checks import CheckReport, check_script, check_trajectory
-from agentrefine_lg.convert import iter_records, row_to_sample
+from agentrefine_lg.convert import iter_records, load_json_file, row_to_sample
 from agentrefine_lg.errors import InputError
 
 
@@ -37,13 +37,7 @@ def _is_turn_list(obj: Any) -> bool:
 
 
 def _load_json(path: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("no such file", where=path) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                         where=f"{path}:{exc.lineno}") from None
+    return load_json_file(path)  # every hostile-input case is a one-line InputError there
 
 
 def _record_check(record: Mapping[str, Any], min_pairs: int | None) -> dict[str, Any]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from agentrefine_lg.convert import read_samples, sample_from_trajectory, to_sharegpt, write_jsonl
+from pydantic import ValidationError
+
+from agentrefine_lg.convert import load_json_file, read_samples, sample_from_trajectory, to_sharegpt
 from agentrefine_lg.errors import InputError
+from agentrefine_lg.outputs import atomic_output, refuse_same_file
 from agentrefine_lg.schema import Script, Trajectory
 
 
@@ -24,26 +26,32 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cli_run(args: argparse.Namespace) -> int:
     mask = not args.no_mask
+    refuse_same_file(args.input, args.output)
     if args.script:
+        refuse_same_file(args.script, args.output)
+        script_doc, trajectory_doc = load_json_file(args.script), load_json_file(args.input)
         try:
-            script = Script.model_validate_json(Path(args.script).read_text(encoding="utf-8"))
-            trajectory = Trajectory.model_validate_json(Path(args.input).read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise InputError("no such file", where=exc.filename) from None
-        except ValueError as exc:
-            raise InputError(str(exc).splitlines()[0] + f": {str(exc).splitlines()[1:3]}", where=args.input) from None
+            script = Script.model_validate(script_doc)
+        except ValidationError as exc:
+            raise _validation_error(exc, args.script) from None
+        try:
+            trajectory = Trajectory.model_validate(trajectory_doc)
+        except ValidationError as exc:
+            raise _validation_error(exc, args.input) from None
         samples = iter([sample_from_trajectory(script, trajectory, mask=mask)])
     else:
         samples = read_samples(args.input, fmt=args.fmt, mask=mask)
-    if args.to == "sharegpt":
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        n = 0
-        with out.open("w", encoding="utf-8") as handle:
-            for sample in samples:
-                handle.write(json.dumps(to_sharegpt(sample), ensure_ascii=False) + "\n")
-                n += 1
-    else:
-        n = write_jsonl(samples, args.output)
+    # Written whole or not at all: a bad record halfway leaves an existing output as it was.
+    n = 0
+    with atomic_output(args.output) as handle:
+        for sample in samples:
+            row = to_sharegpt(sample) if args.to == "sharegpt" else sample.to_dict()
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
     print(f"wrote {n} sample(s) to {args.output}")
     return 0
+
+
+def _validation_error(exc: ValidationError, where: str) -> InputError:
+    err = exc.errors()[0]
+    return InputError(err["msg"], where=where, field=".".join(str(x) for x in err["loc"]) or None)

@@ -37,7 +37,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,9 @@ class ModelSpec:
     base_url: str | None = None
     model: str | None = None  # model name at base_url
     api_key: str | None = field(default=None, repr=False)
-    timeout_s: float = 120.0
+    timeout_s: float = 120.0  # per model call: a server that accepts and never answers cannot hang a run
     max_tokens: int | None = 512
+    max_retries: int = 1
 
     def __post_init__(self) -> None:
         given = [x for x in (self.agent, self.spec, self.base_url) if x]
@@ -95,13 +96,13 @@ class ModelSpec:
         if self.base_url:
             from agentrefine_lg.chat_model import chat_model
 
-            kwargs: dict[str, Any] = {"timeout": self.timeout_s, "max_retries": 1}
+            kwargs: dict[str, Any] = {"timeout": self.timeout_s, "max_retries": self.max_retries}
             if self.max_tokens:
                 kwargs["max_tokens"] = self.max_tokens
             return chat_model(self.base_url, model=self.model or "agentrefine", api_key=self.api_key, **kwargs)
         from langchain.chat_models import init_chat_model
 
-        kwargs = {"temperature": 0, "timeout": self.timeout_s, "max_retries": 1}
+        kwargs = {"temperature": 0, "timeout": self.timeout_s, "max_retries": self.max_retries}
         if self.max_tokens:
             kwargs["max_tokens"] = self.max_tokens
         if self.api_key:
@@ -132,9 +133,25 @@ def episode_seed(seed: int, task: str, episode: int) -> int:
     return (seed * 1_000_003 + episode * 7919 + zlib.crc32(task.encode())) % (2**31)
 
 
+MAX_STORED_CHARS = 16_000
+"""Longest text stored per message or trajectory field in ``episodes.jsonl``: a model that answers with
+megabytes must not make the results file megabytes per step (metrics are computed before the cut)."""
+
+
+def _capped(value: Any, limit: int = MAX_STORED_CHARS) -> Any:
+    """``value`` (the transcript's lists, dicts and strings) with every string cut to ``limit`` characters."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}... [{len(value) - limit} more characters not stored]"
+    if isinstance(value, list):
+        return [_capped(v, limit) for v in value]
+    if isinstance(value, dict):
+        return {k: _capped(v, limit) for k, v in value.items()}
+    return value
+
+
 def _messages_json(messages: Sequence[Any]) -> list[dict[str, Any]]:
     role = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
-    return [{"role": role.get(getattr(m, "type", ""), getattr(m, "type", "")), "content": m.content}
+    return [{"role": role.get(getattr(m, "type", ""), getattr(m, "type", "")), "content": _capped(m.content)}
             for m in messages]
 
 
@@ -252,7 +269,7 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max
             "stop_reason": "episode_over" if ended_at is not None else result.stop_reason,
             "ended_at_step": ended_at,  # the engine ended the episode here; later turns are not counted
             "elapsed_s": round(time.monotonic() - started, 3),
-            "trajectory": result.trajectory.to_paper(),
+            "trajectory": _capped(result.trajectory.to_paper()),
             "messages": _messages_json(result.messages),
         }
     finally:
@@ -314,7 +331,9 @@ def _append(path: Path, row: dict[str, Any]) -> None:
 def _check_config(out: Path, config: dict[str, Any]) -> None:
     path = out / CONFIG_FILE
     if path.exists():
-        old = json.loads(path.read_text())
+        from agentrefine_lg.convert import load_json_file
+
+        old = load_json_file(path)
         keys = ("model", "seed", "max_steps", "options")
         diff = [k for k in keys if old.get(k) != config.get(k)]
         if diff:
@@ -327,11 +346,18 @@ def _check_config(out: Path, config: dict[str, Any]) -> None:
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _preflight(model: ModelSpec) -> None:
-    """One tiny call, so an unreachable endpoint fails in seconds with a clear message, before any episode."""
+PREFLIGHT_TIMEOUT_S = 30.0
+
+
+def _preflight(model: ModelSpec, log: Callable[[str], None] | None = None) -> None:
+    """One tiny call (a few tokens, one try, at most :data:`PREFLIGHT_TIMEOUT_S`), so an unreachable or
+    silent endpoint fails in seconds with a clear message, before any episode."""
     if model.agent:
         return
-    chat = model.build(None, seed=0)
+    probe = replace(model, timeout_s=min(model.timeout_s, PREFLIGHT_TIMEOUT_S), max_tokens=16, max_retries=0)
+    if log is not None:
+        log(f"[eval] checking the model at {model.base_url or model.spec} (timeout {probe.timeout_s:g} s)")
+    chat = probe.build(None, seed=0)
     try:
         chat.invoke("Reply with: Thought: ok\nAction: ok")
     except Exception as exc:  # noqa: BLE001
@@ -473,8 +499,7 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
     ``perturb``: perturbation schemes (or ``"all"``) whose runs go to ``out/perturbed/<scheme>/`` with the
     same episodes, followed by the robustness report. ``embeddings``: see :func:`thought_diversity_block`.
     """
-    from agentrefine_lg.eval.metrics import summarize
-    from agentrefine_lg.eval.report import write_report, write_robustness
+    from agentrefine_lg.outputs import lock_output_dir
 
     names = parse_task_list(tasks)
     schemes = parse_schemes(perturb)
@@ -494,6 +519,18 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with lock_output_dir(out_dir, command="agentrefine eval"):  # one run appends to a folder at a time
+        return _run_locked(names, schemes, episodes, model, out_dir, max_steps=max_steps, seed=seed, workers=workers,
+                           options=options, embeddings=embeddings, preflight=preflight, log=log)
+
+
+def _run_locked(names: list[str], schemes: list[str], episodes: int, model: ModelSpec, out_dir: Path, *,
+                max_steps: int, seed: int, workers: int, options: dict[str, dict[str, Any]] | None,
+                embeddings: bool | str, preflight: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """:func:`run_eval`'s work, with ``out_dir`` locked."""
+    from agentrefine_lg.eval.metrics import summarize
+    from agentrefine_lg.eval.report import write_report, write_robustness
+
     options = options or {}
     agentboard_counts: dict[str, int] = {}
     if agentboard_data is not None:
@@ -538,7 +575,7 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
                 f"{path}, {len(missing)} to run")
         todo += missing
     if todo and preflight:
-        _preflight(model)
+        _preflight(model, log)
 
     errors: dict[str | None, int] = {scheme: 0 for scheme in runs}
     bar = progress_bar(len(todo), "eval", "episodes")
@@ -718,6 +755,7 @@ def cli_run(args: argparse.Namespace) -> int:
 
 
 __all__ = [
+    "MAX_STORED_CHARS",
     "EndpointError",
     "ModelSpec",
     "cli_add_arguments",

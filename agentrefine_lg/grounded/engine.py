@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import random
@@ -20,7 +19,7 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,14 +125,17 @@ def _require_textworld() -> None:
         ) from None
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Generation must not print: swallow Python-level stdout/stderr chatter, and jericho's warning that
-    TextWorld's own games are "not fully supported" (true for jericho; TextWorld tracks their state)."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*is not fully supported")
-        yield
+# Jericho warns that TextWorld's own games are "not fully supported" (true for jericho; TextWorld tracks
+# their state). The filter is installed once, here: ``warnings.catch_warnings`` per call would swap the
+# process-wide filter list from worker threads and lose other threads' filters.
+warnings.filterwarnings("ignore", message=r".*is not fully supported")
+
+# TextWorld is not thread-safe: its logic/grammar parsers keep shared state, so a game being generated,
+# loaded (``Game.load``) or started on one thread makes another fail with ``IndexError: pop from empty
+# list`` or ``FailedParse``. Every call that parses goes through this one lock; stepping a started game
+# does not parse and runs outside it. (No stdout redirection either: ``sys.stdout`` is process-wide, and
+# swapping it from a worker thread swallowed other threads' output.)
+_TEXTWORLD_LOCK = threading.RLock()
 
 
 def _make(spec: GameSpec):
@@ -154,15 +156,14 @@ def _make(spec: GameSpec):
         if "level" in settings and bump >= 4 and last < spec.min_steps:
             settings["level"] = int(settings["level"]) + 1  # this level keeps giving too short quests
         try:
-            with _quiet():
-                if spec.kind == "custom":
-                    opts.nb_rooms = int(settings.get("nb_rooms", 4))
-                    opts.nb_objects = int(settings.get("nb_objects", 8))
-                    opts.quest_length = int(settings.get("quest_length", 4))
-                    opts.quest_breadth = 1
-                    game = make_game(opts)
-                else:
-                    game = CHALLENGES[_CHALLENGE[spec.kind]][1](settings, opts)
+            if spec.kind == "custom":
+                opts.nb_rooms = int(settings.get("nb_rooms", 4))
+                opts.nb_objects = int(settings.get("nb_objects", 8))
+                opts.quest_length = int(settings.get("quest_length", 4))
+                opts.quest_breadth = 1
+                game = make_game(opts)
+            else:
+                game = CHALLENGES[_CHALLENGE[spec.kind]][1](settings, opts)
         except Exception as exc:  # noqa: BLE001 - TextWorld raises assorted errors (QuestGenerationError, ValueError...)
             # TextWorld's generators fail on some seed/setting combinations (e.g. a recipe whose food has
             # no allowed preparation, or no quest of the asked length): the next seed usually works.
@@ -206,9 +207,6 @@ def ambiguous_names(game: Any) -> tuple[str, str] | None:
     return None
 
 
-_GEN_LOCK = threading.Lock()
-
-
 def generate_game(spec: GameSpec, cache_dir: str | os.PathLike | None = None) -> Path:
     """The compiled game file (``.z8`` with its ``.json``) for ``spec``, generated once into the cache.
 
@@ -222,15 +220,14 @@ def generate_game(spec: GameSpec, cache_dir: str | os.PathLike | None = None) ->
     z8, js = cache / f"{spec.stem}.z8", cache / f"{spec.stem}.json"
     if z8.is_file() and js.is_file():
         return z8
-    with _GEN_LOCK:
+    with _TEXTWORLD_LOCK:
         if z8.is_file() and js.is_file():
             return z8
         game, opts = _make(spec)
         with tempfile.TemporaryDirectory(dir=cache, prefix=".gen-") as tmp:
             opts.path = str(Path(tmp) / f"{spec.stem}.z8")
             opts.force_recompile = True
-            with _quiet():
-                compile_game(game, opts)
+            compile_game(game, opts)
             # The .json first: a present .z8 promises a complete game.
             os.replace(Path(tmp) / f"{spec.stem}.json", js)
             os.replace(Path(tmp) / f"{spec.stem}.z8", z8)
@@ -458,7 +455,8 @@ def load_game_info(game_file: str | os.PathLike) -> GameInfo:
     import textworld
 
     path = Path(game_file)
-    game = textworld.Game.load(str(path.with_suffix(".json")))
+    with _TEXTWORLD_LOCK:
+        game = textworld.Game.load(str(path.with_suffix(".json")))
     namer = {eid: info.name for eid, info in game.infos.items() if info.name}
     names_by_type: dict[str, list[str]] = {}
     categories: dict[str, str] = {}
@@ -521,7 +519,7 @@ class TextWorldSession:
             objective=True, won=True, lost=True, facts=True, score=True, max_score=True,
             extras=["walkthrough"],
         )
-        with _quiet():
+        with _TEXTWORLD_LOCK:
             self._env = textworld.start(str(self.path), request_infos=self._infos)
         self.applied: list[str] = []
         self._dirty = True
@@ -539,7 +537,7 @@ class TextWorldSession:
         )
 
     def reset(self) -> WorldState:
-        with _quiet():
+        with _TEXTWORLD_LOCK:  # a reset reloads the game's data
             gs = self._env.reset()
         self.opening = f"{' '.join((gs.objective or '').split())}\n\n{clean_feedback(gs.description or '')}".strip()
         self.state = self._snapshot(gs, self.opening)
