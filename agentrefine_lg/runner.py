@@ -400,7 +400,6 @@ async def run_synthesis(
     the run (a second run on it stops at once); SIGTERM finalises like SIGINT (the task is cancelled).
     """
     from agentrefine_lg.outputs import lock_output_dir
-    from agentrefine_lg.progress import progress_bar
 
     if n < 1 or concurrency < 1:
         raise InputError("--n and --concurrency must be >= 1")
@@ -427,9 +426,8 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
                       shard: tuple[int, int], retry_rejected: bool, recursion_limit: int, progress: bool | None,
                       manifest: dict[str, Any] | None, prices: dict[str, tuple[float, float]] | None,
                       max_infra_failures: int) -> RunResult:
-    from tqdm.auto import tqdm
-
-    from agentrefine_lg.llm_roles import is_fatal_error, is_transient_error
+    from agentrefine_lg.failures import is_fatal_error, is_transient_error
+    from agentrefine_lg.progress import progress_bar
     from agentrefine_lg.synthesis import attempts_of
 
     samples = _read_jsonl(out / SAMPLES, repair=True)

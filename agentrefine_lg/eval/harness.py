@@ -513,23 +513,24 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
         raise InputError(f"embeddings must be True, False or 'auto', got {embeddings!r}", field="embeddings")
     from tqdm.auto import tqdm
 
-    from agentrefine_lg.progress import progress_bar
-
     # tqdm.write keeps a terminal's progress bar intact under the per-episode lines
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     with lock_output_dir(out_dir, command="agentrefine eval"):  # one run appends to a folder at a time
         return _run_locked(names, schemes, episodes, model, out_dir, max_steps=max_steps, seed=seed, workers=workers,
-                           options=options, embeddings=embeddings, preflight=preflight, log=log)
+                           options=options, embeddings=embeddings, preflight=preflight, log=log, label=label,
+                           model_path=model_path, agentboard_data=agentboard_data)
 
 
 def _run_locked(names: list[str], schemes: list[str], episodes: int, model: ModelSpec, out_dir: Path, *,
                 max_steps: int, seed: int, workers: int, options: dict[str, dict[str, Any]] | None,
-                embeddings: bool | str, preflight: bool, log: Callable[[str], None]) -> dict[str, Any]:
+                embeddings: bool | str, preflight: bool, log: Callable[[str], None], label: str | None,
+                model_path: str | None, agentboard_data: str | os.PathLike[str] | None) -> dict[str, Any]:
     """:func:`run_eval`'s work, with ``out_dir`` locked."""
     from agentrefine_lg.eval.metrics import summarize
     from agentrefine_lg.eval.report import write_report, write_robustness
+    from agentrefine_lg.progress import progress_bar
 
     options = options or {}
     agentboard_counts: dict[str, int] = {}
