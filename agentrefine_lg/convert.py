@@ -353,7 +353,8 @@ def read_samples(path: str | os.PathLike, *, fmt: Format = "auto", mask: bool = 
 
 def write_jsonl(samples: Iterable[RefinementSample], path: str | os.PathLike, *, append: bool = False) -> int:
     """Write samples as JSONL; returns the number written. A new file (``append=False``) is written through a
-    temporary file renamed on success, so a failure leaves any earlier file intact; appends flush each line."""
+    temporary file renamed on success, so a failure leaves any earlier file intact; appends go through the JSONL
+    store (:class:`~agentrefine_lg.jsonl.JsonlFile`)."""
     from agentrefine_lg.outputs import atomic_output
 
     path = Path(path)
@@ -364,13 +365,17 @@ def write_jsonl(samples: Iterable[RefinementSample], path: str | os.PathLike, *,
                 handle.write(json.dumps(sample.to_dict(), ensure_ascii=False) + "\n")
                 n += 1
         return n
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
+    from agentrefine_lg.jsonl import JsonlFile
+
+    with JsonlFile(path) as store:  # appends through the JSONL store, in durable batches
+        batch: list[dict[str, Any]] = []
         for sample in samples:
-            handle.write(json.dumps(sample.to_dict(), ensure_ascii=False) + "\n")
-            handle.flush()
+            batch.append(sample.to_dict())
             n += 1
-        os.fsync(handle.fileno())
+            if len(batch) >= 1000:
+                store.append(batch)
+                batch = []
+        store.append(batch)
     return n
 
 

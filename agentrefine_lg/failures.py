@@ -50,17 +50,22 @@ def is_transient_error(exc: BaseException) -> bool:
     return bool({cls.__name__ for cls in type(exc).__mro__} & _TRANSIENT_NAMES)
 
 
-def is_fatal_error(exc: BaseException) -> bool:
-    """Configuration or programming errors that every later call would repeat: raise, never count them."""
+def is_refused(exc: BaseException) -> bool:
+    """The endpoint refused us (401/403/404, a bad or missing key): a configuration error."""
     if status_of(exc) in _FATAL_STATUS:
         return True
     names = {cls.__name__ for cls in type(exc).__mro__}
-    if names & _FATAL_NAMES:
+    if names & (_FATAL_NAMES - {"BlockingError"}):
         return True
     # openai raises OpenAIError("The api_key client option must be set ...") when no key is configured.
-    if "OpenAIError" in names and "api_key" in str(exc):
+    return "OpenAIError" in names and "api_key" in str(exc)
+
+
+def is_fatal_error(exc: BaseException) -> bool:
+    """Configuration or programming errors that every later call would repeat: raise, never count them."""
+    if is_refused(exc) or "BlockingError" in {cls.__name__ for cls in type(exc).__mro__}:
         return True
     return isinstance(exc, _PROGRAMMING)
 
 
-__all__ = ["is_fatal_error", "is_transient_error", "status_of"]
+__all__ = ["is_fatal_error", "is_refused", "is_transient_error", "status_of"]

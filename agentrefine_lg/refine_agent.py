@@ -37,7 +37,6 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
 from langchain_core.language_models import BaseChatModel
@@ -76,6 +75,7 @@ from agentrefine_lg.convert import format_assistant, sample_from_trajectory, sys
 from agentrefine_lg.env import StepResult, TextEnv
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.failures import is_fatal_error, is_transient_error
+from agentrefine_lg.jsonl import append_jsonl
 from agentrefine_lg.named_graph import NamedStateGraph, check_state_schema, with_user_keys
 from agentrefine_lg.schema import ERROR_FLAGS, ActionSpec, RefinementSample, Script, Trajectory, Turn
 
@@ -239,12 +239,7 @@ def append_trace(sink: TraceSink, sample: RefinementSample) -> None:
     if callable(sink):
         sink(sample)
         return
-    path = Path(sink)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(sample.to_dict(), ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    append_jsonl(sink, [sample.to_dict()])
 
 
 # ---------------------------------------------------------------------------------------------- nodes

@@ -22,7 +22,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.jsonl import JsonlFile
 from agentrefine_lg.schema import Persona, TokenUsage
 
 SAMPLES, LEDGER, MANIFEST = "samples.jsonl", "ledger.jsonl", "manifest.json"
@@ -97,28 +97,12 @@ def in_shard(pid: str, shard: tuple[int, int]) -> bool:
 
 
 def _read_jsonl(path: Path, *, repair: bool) -> list[dict[str, Any]]:
-    """Rows of a JSONL file. A torn last line (no newline: the writer was killed) is dropped, and with
-    ``repair`` cut off the file so later appends start on a clean line."""
-    from agentrefine_lg.convert import parse_json_text
+    """Rows of one of this run's files (the JSONL store's rule for a torn last line: cut and reported)."""
+    def check(row: dict[str, Any], where: str) -> None:
+        if path.name == LEDGER and not isinstance(row.get("persona_id"), str):
+            raise InputError("not a row of this run's output; remove or fix the line", where=where)
 
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data) and repair:
-        with open(path, "r+b") as f:
-            f.truncate(end)
-            f.flush()
-            os.fsync(f.fileno())
-    rows = []
-    for lineno, line in enumerate(data[:end].splitlines(), 1):
-        if not line.strip():
-            continue
-        row = parse_json_text(line, where=f"{path}:{lineno}")
-        if not isinstance(row, dict) or (path.name == LEDGER and not isinstance(row.get("persona_id"), str)):
-            raise InputError("not a row of this run's output; remove or fix the line", where=f"{path}:{lineno}")
-        rows.append(row)
-    return rows
+    return JsonlFile(path).read(repair=repair, check=check)
 
 
 def _ledger_row_of_sample(sample: dict[str, Any]) -> dict[str, Any]:
@@ -139,32 +123,22 @@ def _sample_pid(row: dict[str, Any]) -> str:
 
 
 class _Appender:
-    """Append-only JSONL with group commit: records queue up, :meth:`flush` writes them as whole lines and
-    fsyncs once, in a worker thread so the event loop keeps the LLM calls of other personas moving."""
+    """Group commit onto a :class:`~agentrefine_lg.jsonl.JsonlFile`: records queue up and :func:`_commit`
+    writes them as one append (one fsync) in a worker thread, so the event loop keeps other personas moving."""
 
     def __init__(self, path: Path):
-        self.f = open(path, "a", encoding="utf-8")
+        self.store = JsonlFile(path)
         self.pending: list[dict[str, Any]] = []
-        # A cancelled run may still have a write in its worker thread; the final write waits for it.
-        self.lock = threading.Lock()
 
     def add(self, row: dict[str, Any]) -> None:
         self.pending.append(row)
-
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        with self.lock:
-            self.f.write(data)
-            self.f.flush()
-            os.fsync(self.f.fileno())
 
     def take(self) -> list[dict[str, Any]]:
         rows, self.pending = self.pending, []
         return rows
 
     def close(self) -> None:
-        with self.lock:
-            self.f.close()
+        self.store.close()
 
 
 async def _commit(samples: _Appender, ledger: _Appender) -> None:
@@ -172,10 +146,8 @@ async def _commit(samples: _Appender, ledger: _Appender) -> None:
     sample_rows, ledger_rows = samples.take(), ledger.take()
 
     def write() -> None:
-        if sample_rows:
-            samples._write(sample_rows)
-        if ledger_rows:
-            ledger._write(ledger_rows)
+        samples.store.append(sample_rows)
+        ledger.store.append(ledger_rows)
 
     if sample_rows or ledger_rows:
         await asyncio.to_thread(write)
@@ -426,7 +398,7 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
                       shard: tuple[int, int], retry_rejected: bool, recursion_limit: int, progress: bool | None,
                       manifest: dict[str, Any] | None, prices: dict[str, tuple[float, float]] | None,
                       max_infra_failures: int) -> RunResult:
-    from agentrefine_lg.failures import is_fatal_error, is_transient_error
+    from agentrefine_lg.failures import is_refused, is_transient_error
     from agentrefine_lg.progress import progress_bar
     from agentrefine_lg.synthesis import attempts_of
 
@@ -451,7 +423,7 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
     recovered = list({pid: _ledger_row_of_sample(r) for r in samples
                       if (pid := _sample_pid(r)) not in in_ledger}.values())
     if recovered:
-        ledger_file._write(recovered)
+        ledger_file.store.append(recovered)
         ledger.extend(recovered)
     counters = {"accepted": done_in_shard, "rejected": 0, "retries": 0, "tokens": 0, "crashed": 0}
     # A bar on a terminal, summary lines in a log (progress=None); progress=False: silent.
@@ -495,7 +467,7 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
                 exc = task.exception()
                 final: dict[str, Any] = {}
                 if exc is not None:
-                    if is_fatal_error(exc):
+                    if is_refused(exc):
                         stopped = f"the teacher refused the request, stopping: {_failure(exc)}"
                         raise AgentRefineError(stopped) from exc
                     if not is_transient_error(exc):
@@ -561,7 +533,7 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
             await asyncio.gather(commit, return_exceptions=True)
         for appender in (sample_file, ledger_file):  # results taken from finished tasks, not yet written
             if appender.pending:
-                appender._write(appender.take())
+                appender.store.append(appender.take())
         bar.close()
         sample_file.close()
         ledger_file.close()

@@ -45,6 +45,7 @@ from agentrefine_lg.env import TextEnv
 from agentrefine_lg.errors import AgentRefineError, InputError
 from agentrefine_lg.eval.base import load_task, parse_task_list, task_names, task_unavailable
 from agentrefine_lg.eval.robustness import SCHEMES
+from agentrefine_lg.jsonl import JsonlFile, append_jsonl
 
 EPISODES_FILE = "episodes.jsonl"
 ERRORS_FILE = "errors.jsonl"
@@ -296,36 +297,8 @@ def _worker(task: str, episode: int, model: ModelSpec, seed: int, max_steps: int
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (a run killed mid-write) is ignored."""
-    rows: list[dict[str, Any]] = []
-    if not path.exists():
-        return rows
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
-def _repair_tail(path: Path) -> None:
-    """Cut a torn last line (a run killed mid-write) so the next append starts on a line of its own."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
-def _append(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Rows of an episodes file (the JSONL store's rule: a torn last line is cut and reported)."""
+    return JsonlFile(path).read(repair=True)
 
 
 def _check_config(out: Path, config: dict[str, Any]) -> None:
@@ -567,8 +540,7 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
         folder = run_dir(out_dir, scheme)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / EPISODES_FILE
-        _repair_tail(path)
-        _repair_tail(folder / ERRORS_FILE)
+        read_rows(folder / ERRORS_FILE)  # repairs a torn last line before appending to it
         done = {(r["task"], int(r["episode"])) for r in read_rows(path)}
         missing = [(scheme, t, e) for t in runnable for e in range(per_task[t]) if (t, e) not in done]
         if done:
@@ -589,10 +561,10 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
         bar.update(1)
         if kind == "error":
             errors[scheme] += 1
-            _append(folder / ERRORS_FILE, payload)
+            append_jsonl(folder / ERRORS_FILE, [payload])
             log(f"[eval] {payload['task']} #{payload['episode']}{where}: ERROR {payload['error']}")
             return
-        _append(folder / EPISODES_FILE, payload)
+        append_jsonl(folder / EPISODES_FILE, [payload])
         if payload.get("noop"):
             log(f"[eval] {payload['task']} #{payload['episode']}{where}: no template reworded (no-op, not run)")
             return
