@@ -417,20 +417,16 @@ class TunedFormatMixin:
             yield chunk
 
 
-def _chat_openai_class() -> type[BaseChatModel]:
+def _chat_openai_classes() -> tuple[type[BaseChatModel], type[BaseChatModel]]:
     from langchain_openai import ChatOpenAI
 
-    class TunedChatOpenAI(TunedFormatMixin, ChatOpenAI):
-        """``ChatOpenAI`` (chat-completions API) for a refinement-tuned model: see :mod:`agentrefine_lg.chat_model`.
+    class LoopSafeChatOpenAI(ChatOpenAI):
+        """``ChatOpenAI`` whose async client follows the running event loop.
 
-        Its async client follows the running event loop: langchain-openai shares one cached ``httpx`` client
-        per endpoint across loops, so a second ``asyncio.run(graph.ainvoke(...))`` (a notebook, a test, a script
-        that runs two episodes) would fail with "Event loop is closed".
+        langchain-openai shares one cached ``httpx`` client per endpoint across event loops, so a second
+        ``asyncio.run(graph.ainvoke(...))`` (a notebook, a test, a script that runs two episodes, a server with
+        several loops) would fail with "Event loop is closed".
         """
-
-        @property
-        def _llm_type(self) -> str:
-            return "agentrefine-openai"
 
         def _use_running_loop(self) -> None:
             loop = asyncio.get_running_loop()
@@ -455,10 +451,29 @@ def _chat_openai_class() -> type[BaseChatModel]:
             async for chunk in super()._astream(*args, **kwargs):
                 yield chunk
 
-    return TunedChatOpenAI
+    class TunedChatOpenAI(TunedFormatMixin, LoopSafeChatOpenAI):
+        """``ChatOpenAI`` (chat-completions API) for a refinement-tuned model: see :mod:`agentrefine_lg.chat_model`."""
+
+        @property
+        def _llm_type(self) -> str:
+            return "agentrefine-openai"
+
+    return LoopSafeChatOpenAI, TunedChatOpenAI
 
 
-_TUNED_CHAT_OPENAI: type[BaseChatModel] | None = None
+_CLASSES: tuple[type[BaseChatModel], type[BaseChatModel]] | None = None
+
+
+def _classes() -> tuple[type[BaseChatModel], type[BaseChatModel]]:
+    global _CLASSES
+    if _CLASSES is None:
+        _CLASSES = _chat_openai_classes()
+    return _CLASSES
+
+
+def openai_chat(**kwargs: Any) -> BaseChatModel:
+    """A ``ChatOpenAI`` (any keywords) whose async client follows the running event loop: the LLM teacher's."""
+    return _classes()[0](**kwargs)
 
 
 def chat_model(base_url: str | None = None, model: str = "agentrefine", api_key: str | None = None,
@@ -471,9 +486,6 @@ def chat_model(base_url: str | None = None, model: str = "agentrefine", api_key:
     """
     import os
 
-    global _TUNED_CHAT_OPENAI
-    if _TUNED_CHAT_OPENAI is None:
-        _TUNED_CHAT_OPENAI = _chat_openai_class()
     base_url = base_url or os.environ.get("AGENTREFINE_BASE_URL")
     if not base_url:
         from agentrefine_lg.errors import InputError
@@ -489,7 +501,7 @@ def chat_model(base_url: str | None = None, model: str = "agentrefine", api_key:
         "stop": list(DEFAULT_STOP),
     }
     settings.update(kwargs)
-    return _TUNED_CHAT_OPENAI(**settings)
+    return _classes()[1](**settings)
 
 
 __all__ = [
@@ -500,6 +512,7 @@ __all__ = [
     "chat_model",
     "format_tool_call",
     "interpret",
+    "openai_chat",
     "parse_action",
     "parse_tool_call",
     "to_tuned_messages",

@@ -68,4 +68,21 @@ def is_fatal_error(exc: BaseException) -> bool:
     return isinstance(exc, _PROGRAMMING)
 
 
-__all__ = ["is_fatal_error", "is_refused", "is_transient_error", "status_of"]
+_UNREACHABLE_NAMES = {"APIConnectionError", "APITimeoutError", "ConnectError", "ConnectTimeout"}
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The endpoint cannot be reached or refuses us, looking through the exception's causes: every further
+    call would fail alike (evaluation stops at once instead of failing each episode)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError) or is_refused(current) or \
+                {cls.__name__ for cls in type(current).__mro__} & _UNREACHABLE_NAMES:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+__all__ = ["is_fatal_error", "is_refused", "is_transient_error", "is_unreachable", "status_of"]

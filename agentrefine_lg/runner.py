@@ -19,18 +19,18 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentrefine_lg.errors import AgentRefineError, InputError
 from agentrefine_lg.jsonl import JsonlFile
 from agentrefine_lg.schema import Persona, TokenUsage
+from agentrefine_lg.teachers import build_teacher
 
 SAMPLES, LEDGER, MANIFEST = "samples.jsonl", "ledger.jsonl", "manifest.json"
 
@@ -239,91 +239,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     if idle:
         lines.append(f"no LLM calls, no cost: {', '.join(idle)}")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------- teacher
-
-
-@dataclass
-class Teacher:
-    """The roles a run uses, with the mode they need and a name for the manifest."""
-
-    script_writer: Any
-    trajectory_roles: Any  # a TrajectoryWriter, or (player, dm)
-    mode: str
-    name: str
-    roles: list[Any] = field(default_factory=list)
-    grounded: bool = False
-
-    @property
-    def default_max_turns(self) -> int:
-        """Engine games need more turns than LLM-imagined ones (the grounded teacher's own cap)."""
-        return GROUNDED_MAX_TURNS if self.grounded else 40
-
-
-GROUNDED_MAX_TURNS = 160
-
-
-def build_teacher(
-    *,
-    teacher: str | None = None,
-    base_url: str | None = None,
-    model: str | None = None,
-    api_key: str | None = None,
-    mode: str | None = None,
-    structured: str = "auto",
-    temperature: float | None = None,
-    timeout: float | None = None,
-    min_pairs: int = 2,
-    format_retries: int = 1,
-    cache_dir: str | None = None,
-) -> Teacher:
-    """The default (no ``teacher`` and no ``base_url``, or ``teacher='grounded'``) is the embedded,
-    engine-backed teacher (interactive). Otherwise an LLM: ``teacher`` is an ``init_chat_model`` spec
-    (``openai:gpt-4o``) or ``base_url`` + ``model`` an OpenAI-compatible server (vLLM).
-
-    LLM clients get ``max_retries=0``: the graph's RetryPolicy is the one retry layer, so every retry is counted.
-    """
-    if base_url or (teacher and teacher != "grounded"):
-        from agentrefine_lg.llm_roles import llm_teacher
-
-        kwargs: dict[str, Any] = {"max_retries": 0}
-        if temperature is not None:
-            kwargs["temperature"] = temperature
-        if timeout is not None:
-            kwargs["timeout"] = timeout
-        if base_url:
-            if not model:
-                raise InputError("--base-url needs --model (the served model's name)", field="model")
-            from langchain_openai import ChatOpenAI
-
-            chat = ChatOpenAI(base_url=base_url, model=model, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
-                              **kwargs)
-            name = model
-        else:
-            from langchain.chat_models import init_chat_model
-
-            try:
-                chat = init_chat_model(teacher, **kwargs)
-            except (ImportError, ValueError) as exc:
-                raise AgentRefineError(f"--teacher {teacher!r}: {exc}") from None
-            name = teacher
-        mode = mode or "one_shot"
-        writer, roles = llm_teacher(chat, mode=mode, min_pairs=min_pairs, structured=structured,  # type: ignore[arg-type]
-                                    format_retries=format_retries, name=name)
-        flat = [writer, *(roles if isinstance(roles, tuple) else (roles,))]
-        return Teacher(writer, roles, mode, name, flat)
-    from agentrefine_lg.grounded import grounded_teacher
-
-    if mode not in (None, "interactive"):
-        raise InputError("the grounded teacher is interactive (its DM is an engine); drop --mode or use --teacher",
-                         field="mode")
-    kwargs = {}
-    if min_pairs + 1 > 3:  # the grounded Player's default of 3-4 mistakes guarantees 2 pairs
-        kwargs = {"min_errors": min_pairs + 1, "max_errors": min_pairs + 2}
-    writer, player, dm = grounded_teacher(cache_dir, **kwargs)
-    return Teacher(writer, (player, dm), "interactive", getattr(writer, "name", "grounded"), [writer, player, dm],
-                   grounded=True)
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -713,8 +628,6 @@ def cli_run(args: argparse.Namespace) -> int:
 __all__ = [
     "PRICES",
     "RunResult",
-    "Teacher",
-    "build_teacher",
     "cli_add_arguments",
     "cli_run",
     "cost_of",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 
-from agentrefine_lg.runner import build_teacher
 from agentrefine_lg.synthesis import (
     SynthesisSettings,
     create_script_graph,
@@ -30,6 +29,7 @@ from agentrefine_lg.synthesis import (
     create_trajectory_graph,
     recursion_limit,
 )
+from agentrefine_lg.teachers import build_teacher
 
 
 def _settings() -> SynthesisSettings:

@@ -45,6 +45,7 @@ from agentrefine_lg.env import TextEnv
 from agentrefine_lg.errors import AgentRefineError, InputError
 from agentrefine_lg.eval.base import load_task, parse_task_list, task_names, task_unavailable
 from agentrefine_lg.eval.robustness import SCHEMES
+from agentrefine_lg.failures import is_unreachable
 from agentrefine_lg.jsonl import JsonlFile, append_jsonl
 
 EPISODES_FILE = "episodes.jsonl"
@@ -112,21 +113,6 @@ class ModelSpec:
             return init_chat_model(self.spec, **kwargs)
         except Exception as exc:  # noqa: BLE001 - unknown provider, missing integration package or key
             raise InputError(f"cannot create model {self.spec!r}: {exc}", field="model") from None
-
-
-def _is_connection_error(exc: BaseException) -> bool:
-    """Unreachable endpoint or refused credentials: retrying other episodes cannot help."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        name = type(exc).__name__
-        if isinstance(exc, ConnectionError) or name in {
-            "APIConnectionError", "APITimeoutError", "ConnectError", "ConnectTimeout", "AuthenticationError",
-            "PermissionDeniedError", "NotFoundError",
-        }:
-            return True
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return False
 
 
 def episode_seed(seed: int, task: str, episode: int) -> int:
@@ -285,7 +271,7 @@ def _worker(task: str, episode: int, model: ModelSpec, seed: int, max_steps: int
                                  perturb=perturb)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
         message = f"{type(exc).__name__}: {exc}"
-        if _is_connection_error(exc):
+        if is_unreachable(exc):
             return "endpoint", message
         info = {"task": task, "episode": episode, "seed": seed, "model": model.label, "error": message}
         if perturb:
@@ -334,7 +320,7 @@ def _preflight(model: ModelSpec, log: Callable[[str], None] | None = None) -> No
     try:
         chat.invoke("Reply with: Thought: ok\nAction: ok")
     except Exception as exc:  # noqa: BLE001
-        if _is_connection_error(exc):
+        if is_unreachable(exc):
             where = model.base_url or model.spec
             raise EndpointError(f"cannot reach the model at {where}: {type(exc).__name__}: {exc}") from None
         raise EndpointError(f"the model at {model.base_url or model.spec} fails: {type(exc).__name__}: {exc}") from None
