@@ -1,8 +1,8 @@
 """The ``agentrefine`` command. Thin: parses arguments and calls the library.
 
-Each subcommand lives next to the code it drives, as a module exposing
-``cli_add_arguments(parser)`` and ``cli_run(args) -> int``; it is imported only when used, so
-``agentrefine check`` does not import torch.
+Each subcommand is a module of :mod:`agentrefine_lg.commands` (``train`` and ``merge``: ``training/``)
+exposing ``cli_add_arguments(parser)`` and ``cli_run(args) -> int``: argument parsing and printing only, the
+work is the library's. A command is imported only when used, so ``agentrefine check`` does not import torch.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from agentrefine_lg.errors import AgentRefineError
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("agentrefine_lg.commands.check", "verify scripts/trajectories/samples against the rules"),
     "convert": ("agentrefine_lg.commands.convert", "convert between our JSONL, released AgentRefine rows and ShareGPT"),
-    "synthesize": ("agentrefine_lg.runner", "synthesize verified refinement data (resumable)"),
+    "synthesize": ("agentrefine_lg.commands.synthesize", "synthesize verified refinement data (resumable)"),
     "train": ("training.sft", "refinement-tune a model (same as python -m training.sft)"),
     "merge": ("training.merge", "merge a LoRA adapter into its base model"),
-    "serve": ("agentrefine_lg.serve", "serve a tuned model (vLLM or the transformers backend)"),
-    "eval": ("agentrefine_lg.eval.harness", "evaluate a chat model on held-out interactive tasks"),
-    "quickstart": ("agentrefine_lg.quickstart", "the whole loop offline: synthesize, train, serve, evaluate"),
+    "serve": ("agentrefine_lg.commands.serve", "serve a tuned model (vLLM or the transformers backend)"),
+    "eval": ("agentrefine_lg.commands.eval", "evaluate a chat model on held-out interactive tasks"),
+    "quickstart": ("agentrefine_lg.commands.quickstart", "the whole loop offline: synthesize, train, serve, evaluate"),
 }
 
 

@@ -85,6 +85,9 @@ TRACE_CHECK = {"min_pairs": 0, "require_completion": False, "dm_authoritative": 
 """How a recorded episode is verified (``sample["check"]``): the executor was the DM, so its flags decide which
 turns are erroneous; a recorded episode need not contain refinements nor succeed to be valid data."""
 
+MAX_STEPS = 30
+"""Model replies per episode by default: AgentBoard's budget, which the paper evaluates with (docs/method.md §6)."""
+
 MAX_RECORDED_REPLY = 2000
 """A reply without an action is recorded (as the erroneous turn's action) up to this many characters."""
 
@@ -261,7 +264,7 @@ class RefineNodes:
         action_specs: Script | Mapping[str, ActionSpec | dict] | None = None,
         critic: Critic | None = None,
         max_retries: int | None = 3,
-        max_steps: int = 30,
+        max_steps: int = MAX_STEPS,
         trace_sink: TraceSink | None = None,
         rule_check: bool | None = None,
         feedback_to_model: bool = True,
@@ -674,7 +677,7 @@ def create_refine_agent(
     action_specs: Script | Mapping[str, ActionSpec | dict] | None = None,
     critic: Critic | None = None,
     max_retries: int | None = 3,
-    max_steps: int = 30,
+    max_steps: int = MAX_STEPS,
     trace_sink: TraceSink | None = None,
     rule_check: bool | None = None,
     feedback_to_model: bool = True,
@@ -756,7 +759,7 @@ class EpisodeResult:
 _ROLE_MESSAGE = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
 
 
-def run_env_episode(model: BaseChatModel | Runnable, env: TextEnv, *, max_steps: int = 30,
+def run_env_episode(model: BaseChatModel | Runnable, env: TextEnv, *, max_steps: int = MAX_STEPS,
                     config: RunnableConfig | None = None, **kw: Any) -> EpisodeResult:
     """Run the refine agent for one episode of ``env`` (reset included); ends within ``max_steps`` actions.
 
@@ -780,6 +783,7 @@ def run_env_episode(model: BaseChatModel | Runnable, env: TextEnv, *, max_steps:
 
 
 __all__ = [
+    "MAX_STEPS",
     "TRACE_CHECK",
     "CriticVerdict",
     "EpisodeResult",

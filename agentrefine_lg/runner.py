@@ -15,7 +15,6 @@ duplicated and no accepted sample is lost. ``--shard i/n`` takes the personas wh
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
@@ -30,7 +29,6 @@ from typing import Any
 from agentrefine_lg.errors import AgentRefineError, InputError
 from agentrefine_lg.jsonl import JsonlFile
 from agentrefine_lg.schema import Persona, TokenUsage
-from agentrefine_lg.teachers import build_teacher
 
 SAMPLES, LEDGER, MANIFEST = "samples.jsonl", "ledger.jsonl", "manifest.json"
 
@@ -513,123 +511,9 @@ def _merge_locked(dirs: list[Path], out: Path, prices: dict[str, tuple[float, fl
     return summary
 
 
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("data")
-    g.add_argument("--personas", help="Persona Hub JSONL ({\"persona\": ...} per line) or text, one per line "
-                                      "(default: the built-in list)")
-    g.add_argument("--n", type=int, default=100, help="accepted samples to reach in --out (per shard; default 100)")
-    g.add_argument("--out", help="output directory (samples.jsonl, ledger.jsonl, manifest.json); rerun to resume")
-    g.add_argument("--shard", help="i/n: only personas whose id hashes to i mod n (0-based)")
-    g.add_argument("--retry-rejected", action="store_true", help="also rerun personas rejected in an earlier run")
-    g.add_argument("--merge", nargs="+", metavar="DIR", help="merge these shard directories into --out and exit")
-    t = parser.add_argument_group("teacher (default: the embedded grounded teacher, interactive)")
-    t.add_argument("--teacher", help="a LangChain model spec, e.g. openai:gpt-4o ('grounded' = the default)")
-    t.add_argument("--base-url", help="an OpenAI-compatible server, e.g. vLLM at http://localhost:8000/v1")
-    t.add_argument("--model", help="the model name at --base-url")
-    t.add_argument("--api-key", help="API key for --base-url (default: $OPENAI_API_KEY or 'EMPTY')")
-    t.add_argument("--mode", choices=["one_shot", "interactive"],
-                   help="one_shot (the paper; LLM default) or interactive (Player and DM turn by turn)")
-    t.add_argument("--structured", default="auto", choices=["auto", "json_schema", "function_calling", "json_mode", "text"],
-                   help="how LLM output is constrained (default auto: json_schema on OpenAI-compatible servers)")
-    t.add_argument("--temperature", type=float, default=None)
-    t.add_argument("--format-retries", type=int, default=1, help="malformed answers fed back per call (default 1)")
-    t.add_argument("--cache-dir", help="grounded teacher: where generated worlds are cached")
-    r = parser.add_argument_group("limits (METHOD.md decision 3)")
-    r.add_argument("--concurrency", type=int, default=8, help="personas in flight (default 8)")
-    r.add_argument("--max-script-attempts", type=int, default=3)
-    r.add_argument("--max-trajectory-attempts", type=int, default=4)
-    r.add_argument("--restart-after", type=int, default=2)
-    r.add_argument("--min-pairs", type=int, default=2)
-    r.add_argument("--max-turns", type=int, default=None,
-                   help="interactive episode cap (default 40; 160 with the grounded teacher)")
-    r.add_argument("--llm-max-attempts", type=int, default=4, help="tries per LLM call on 429/5xx/timeouts")
-    r.add_argument("--retry-interval", type=float, default=1.0, help="first backoff interval in seconds")
-    r.add_argument("--llm-timeout", type=float, default=300.0,
-                   help="seconds per LLM call attempt (default 300: a silent endpoint must not hang the run)")
-    o = parser.add_argument_group("output")
-    o.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT",
-                   help="USD per 1M input/output tokens for a model missing from the built-in table")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _parse_prices(items: list[str]) -> dict[str, tuple[float, float]]:
-    out = {}
-    for item in items:
-        try:
-            name, values = item.split("=", 1)
-            inp, outp = (float(x) for x in values.split(","))
-        except ValueError:
-            raise InputError(f"--price {item!r}: expected MODEL=IN,OUT (USD per 1M tokens)", field="price") from None
-        out[name.split(":", 1)[-1].lower()] = (inp, outp)
-    return out
-
-
-def cli_run(args: argparse.Namespace) -> int:
-    from agentrefine_lg.personas import load_personas
-    from agentrefine_lg.synthesis import SynthesisSettings, create_synthesis_graph, recursion_limit
-
-    prices = _parse_prices(args.price)
-    if not args.out:
-        raise InputError("--out DIR is required", field="out")
-    if args.merge:
-        summary = merge_shards(args.merge, args.out, prices=prices)
-        print(format_summary(summary))
-        return 0
-    shard = parse_shard(args.shard)
-    teacher = build_teacher(teacher=args.teacher, base_url=args.base_url, model=args.model, api_key=args.api_key,
-                            mode=args.mode, structured=args.structured, temperature=args.temperature,
-                            min_pairs=args.min_pairs, format_retries=args.format_retries, cache_dir=args.cache_dir)
-    settings = SynthesisSettings(
-        max_script_attempts=args.max_script_attempts, max_trajectory_attempts=args.max_trajectory_attempts,
-        restart_after=args.restart_after, min_pairs=args.min_pairs, max_turns=args.max_turns or teacher.default_max_turns,
-        llm_max_attempts=args.llm_max_attempts, retry_initial_interval=args.retry_interval, llm_timeout=args.llm_timeout,
-    )
-    graph = create_synthesis_graph(teacher.script_writer, teacher.trajectory_roles, mode=teacher.mode,  # type: ignore[arg-type]
-                                   settings=settings).compile()
-    personas = load_personas(args.personas)
-    run_args = {k: v for k, v in vars(args).items() if k not in ("api_key", "func")}
-    manifest = {
-        "command": "agentrefine synthesize", "args": run_args, "teacher": teacher.name, "mode": teacher.mode,
-        "shard": f"{shard[0]}/{shard[1]}", "personas_source": args.personas or "built-in",
-        "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
-        "run": {"teacher": teacher.name, "mode": teacher.mode, "n": args.n, "concurrency": args.concurrency},
-    }
-    previous = _read_manifest(Path(args.out))
-    if previous.get("teacher") and (previous.get("teacher"), previous.get("mode")) != (teacher.name, teacher.mode):
-        print(f"agentrefine synthesize: note: {args.out} was started with teacher {previous.get('teacher')!r} "
-              f"({previous.get('mode')}); this run adds samples from {teacher.name!r} ({teacher.mode})", file=sys.stderr)
-    try:
-        result = asyncio.run(run_synthesis(
-            graph, personas, args.out, n=args.n, concurrency=args.concurrency, shard=shard,
-            retry_rejected=args.retry_rejected, recursion_limit=recursion_limit(settings, teacher.mode),  # type: ignore[arg-type]
-            progress=False if args.no_progress else None, manifest=manifest, prices=prices))
-    except asyncio.CancelledError:  # SIGTERM: the run cancelled itself and wrote its manifest
-        print(f"agentrefine synthesize: terminated; {args.out} holds everything finished so far (manifest status "
-              "'interrupted'); rerun the same command to resume", file=sys.stderr)
-        return 143
-    stats = {getattr(r, "name", "?"): getattr(r, "stats", None) for r in teacher.roles if getattr(r, "stats", None)}
-    if stats:
-        manifest_now = _read_manifest(Path(args.out))
-        manifest_now["role_stats"] = {f"{type(r).__name__}": r.stats for r in teacher.roles if getattr(r, "stats", None)}
-        _write_json_atomic(Path(args.out) / MANIFEST, manifest_now)
-    if result.new_accepted == 0 and result.new_rejected == 0 and result.crashed == 0 and not result.exhausted:
-        print(f"agentrefine synthesize: nothing to do: {args.out} already holds {result.summary['accepted']} accepted "
-              f"sample(s) for --n {args.n} (raise --n to add more); its summary:")
-    print(format_summary(result.summary))
-    if result.exhausted and result.summary["accepted"] < args.n:
-        print(f"agentrefine synthesize: the personas ran out before {args.n} accepted samples "
-              f"({result.summary['accepted']} in {args.out})", file=sys.stderr)
-    return 0
-
-
 __all__ = [
     "PRICES",
     "RunResult",
-    "cli_add_arguments",
-    "cli_run",
     "cost_of",
     "format_summary",
     "in_shard",

@@ -9,6 +9,7 @@ import socket
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
+from agentrefine_lg.commands import eval as eval_command
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.eval import base, harness
 from agentrefine_lg.eval.agents import OracleAgent, RandomAgent
@@ -192,23 +193,23 @@ def test_unavailable_tasks_are_reported_not_faked(tmp_path, monkeypatch):
 
 def test_cli_parses_and_validates_model_choices(tmp_path):
     parser = argparse.ArgumentParser()
-    harness.cli_add_arguments(parser)
+    eval_command.cli_add_arguments(parser)
     args = parser.parse_args(["--agent", "oracle", "--model", "openai:gpt-4o"])
     with pytest.raises(InputError, match="excludes"):
-        harness.cli_run(args)
+        eval_command.cli_run(args)
     args = parser.parse_args(["--model", "gpt-4o"])
     with pytest.raises(InputError, match="PROVIDER:NAME"):
-        harness.cli_run(args)
+        eval_command.cli_run(args)
     args = parser.parse_args([])
     with pytest.raises(InputError, match="no model"):
-        harness.cli_run(args)
+        eval_command.cli_run(args)
     args = parser.parse_args(["--agent", "oracle", "--tasks", "babyai,webshop", "--out", str(tmp_path)])
     with pytest.raises(InputError, match="unknown task 'webshop'"):
-        harness.cli_run(args)
+        eval_command.cli_run(args)
     args = parser.parse_args(["--agent", "oracle", "--tasks", "pddl", "--perturb", "synonym,shuffle",
                               "--out", str(tmp_path)])
     with pytest.raises(InputError, match="unknown perturbation scheme 'shuffle'"):
-        harness.cli_run(args)
+        eval_command.cli_run(args)
     args = parser.parse_args(["--agent", "oracle", "--perturb", "all", "--no-embeddings"])
     assert args.perturb == "all" and args.no_embeddings
 

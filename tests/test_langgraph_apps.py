@@ -15,12 +15,18 @@ from typing import Annotated, Any
 
 import pytest
 from fake_models import ScriptedChatModel, scripted
-from fake_synthesis_models import FakeOpenAIServer, HTTPStatusError, ScriptedWriter, script_fixture, trajectory_fixture
+from fake_synthesis_models import (
+    FakeOpenAIServer,
+    HTTPStatusError,
+    ScriptedWriter,
+    script_fixture,
+    trajectory_fixture,
+)
+from langchain.tools import ToolRuntime
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
-from langchain.tools import ToolRuntime
 from langgraph.types import Command, Send, interrupt
 from typing_extensions import TypedDict
 

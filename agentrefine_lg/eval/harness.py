@@ -28,7 +28,6 @@ answers with an action only accumulates format errors until ``max_steps``.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import json
 import multiprocessing
@@ -43,10 +42,11 @@ from typing import Any
 
 from agentrefine_lg.env import TextEnv
 from agentrefine_lg.errors import AgentRefineError, InputError
-from agentrefine_lg.eval.base import load_task, parse_task_list, task_names, task_unavailable
+from agentrefine_lg.eval.base import load_task, parse_task_list, task_unavailable
 from agentrefine_lg.eval.robustness import SCHEMES
 from agentrefine_lg.failures import is_unreachable
 from agentrefine_lg.jsonl import JsonlFile, append_jsonl
+from agentrefine_lg.refine_agent import MAX_STEPS
 
 EPISODES_FILE = "episodes.jsonl"
 ERRORS_FILE = "errors.jsonl"
@@ -54,6 +54,26 @@ CONFIG_FILE = "config.json"
 PERTURBED_DIR = "perturbed"
 ROBUSTNESS_JSON = "robustness.json"
 ROBUSTNESS_MD = "robustness.md"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The evaluation protocol's defaults (docs/method.md §6); :func:`run_eval` and ``agentrefine eval`` use
+    them instead of repeating them."""
+
+    tasks: str = "babyai,pddl,jericho"
+    episodes: int = 20
+    max_steps: int = MAX_STEPS
+    """Model replies per episode (the paper: 30)."""
+    seed: int = 0
+    workers: int = 1
+    max_tokens: int = 512
+    """Reply token cap for real models."""
+    timeout_s: float = 120.0
+    """Seconds per model call: a server that accepts and never answers cannot hang a run."""
+
+
+_DEFAULTS = EvalSettings()
 
 
 class EndpointError(AgentRefineError):
@@ -69,8 +89,8 @@ class ModelSpec:
     base_url: str | None = None
     model: str | None = None  # model name at base_url
     api_key: str | None = field(default=None, repr=False)
-    timeout_s: float = 120.0  # per model call: a server that accepts and never answers cannot hang a run
-    max_tokens: int | None = 512
+    timeout_s: float = _DEFAULTS.timeout_s  # per model call: a server that accepts and never answers cannot hang a run
+    max_tokens: int | None = _DEFAULTS.max_tokens
     max_retries: int = 1
 
     def __post_init__(self) -> None:
@@ -211,7 +231,8 @@ def _make_env(task: str, episode: int, seed: int, options: dict[str, Any] | None
     return load_task(task).make_env(episode, seed, **opts)
 
 
-def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = 0, max_steps: int = 30,
+def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = _DEFAULTS.seed,
+                max_steps: int = _DEFAULTS.max_steps,
                 options: dict[str, Any] | None = None, perturb: str | None = None) -> dict[str, Any]:
     """Run one episode and return its JSONL row (metrics + transcript). Raises on engine/model failure.
 
@@ -443,7 +464,8 @@ def robustness_block(base_rows: Sequence[dict[str, Any]],
 
 
 def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out: str | os.PathLike,
-             max_steps: int = 30, seed: int = 0, workers: int = 1, options: dict[str, dict[str, Any]] | None = None,
+             max_steps: int = _DEFAULTS.max_steps, seed: int = _DEFAULTS.seed, workers: int = _DEFAULTS.workers,
+             options: dict[str, dict[str, Any]] | None = None,
              perturb: str | Sequence[str] | None = None, embeddings: bool | str = "auto",
              preflight: bool = True, log: Callable[[str], None] | None = None, label: str | None = None,
              model_path: str | None = None,
@@ -626,99 +648,11 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
     return summary
 
 
-# --------------------------------------------------------------------------------------------- CLI
-
-
-def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="PROVIDER:NAME for init_chat_model (e.g. openai:gpt-4o), or with "
-                                        "--base-url the served model's name")
-    parser.add_argument("--base-url", help="OpenAI-compatible endpoint of a served model, e.g. http://127.0.0.1:8000/v1")
-    parser.add_argument("--api-key", help="API key (default: env AGENTREFINE_API_KEY / the provider's variable)")
-    parser.add_argument("--agent", choices=["oracle", "random"], help="a built-in reference agent instead of a model")
-    parser.add_argument("--tasks", default="babyai,pddl,jericho",
-                        help=f"comma-separated tasks or 'all' (known: {', '.join(task_names())})")
-    parser.add_argument("--episodes", type=int, default=None,
-                        help="episodes per task (default 20; with --agentboard-data all of AgentBoard's)")
-    parser.add_argument("--max-steps", type=int, default=30, help="actions per episode (default 30, decision 6)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="eval_out", help="output directory (resumable)")
-    parser.add_argument("--workers", type=int, default=1, help="parallel episode processes")
-    parser.add_argument("--max-tokens", type=int, default=512, help="reply token cap for real models")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per model call")
-    parser.add_argument("--no-preflight", action="store_true", help="skip the one-call endpoint check")
-    parser.add_argument("--perturb", metavar="SCHEME[,SCHEME...]",
-                        help=f"also run the same episodes with reworded action forms ({', '.join(SCHEMES)}, or all) "
-                             "into OUT/perturbed/<scheme>/ and write robustness.md/.json (drop vs unperturbed)")
-    parser.add_argument("--no-embeddings", action="store_true",
-                        help="thought diversity without the embedding distance (skips loading all-MiniLM-L6-v2)")
-    parser.add_argument("--label", help="what the model is, for titles and tables (e.g. tuned, base; default: "
-                                        "the agent's name or MODEL@URL)")
-    parser.add_argument("--model-path", help="the weights behind --base-url, named in the plots' captions")
-    parser.add_argument("--list-tasks", action="store_true", help="list tasks and whether they run here, then exit")
-    parser.add_argument("--agentboard-data", metavar="DIR",
-                        help="AgentBoard's data/ folder (unpacked data.tar.gz): run its own episodes with its "
-                             "scoring and put the paper's table beside the run")
-
-
-def _model_from_args(args: argparse.Namespace) -> ModelSpec:
-    if args.agent:
-        if args.model or args.base_url:
-            raise InputError("--agent excludes --model/--base-url", field="agent")
-        return ModelSpec(agent=args.agent)
-    if args.base_url:
-        return ModelSpec(base_url=args.base_url, model=args.model, api_key=args.api_key,
-                         timeout_s=args.timeout, max_tokens=args.max_tokens)
-    if args.model:
-        if ":" not in args.model:
-            raise InputError(f"--model {args.model!r}: without --base-url give PROVIDER:NAME (e.g. openai:gpt-4o)",
-                             field="model")
-        return ModelSpec(spec=args.model, api_key=args.api_key, timeout_s=args.timeout, max_tokens=args.max_tokens)
-    raise InputError("no model: give --agent oracle|random, --model PROVIDER:NAME, or --base-url URL --model NAME",
-                     field="model")
-
-
-def cli_run(args: argparse.Namespace) -> int:
-    if args.list_tasks:
-        for name in task_names():
-            reason = task_unavailable(name)
-            info = load_task(name).TASK if reason is None or not reason.startswith("cannot import") else None
-            desc = info.description if info else ""
-            print(f"{name:10s} {'ok' if reason is None else 'unavailable: ' + reason}  {desc}")
-        return 0
-    episodes = args.episodes
-    if episodes is None:
-        episodes = 20
-        if args.agentboard_data:  # all of AgentBoard's episodes, as the paper's table counts them
-            from agentrefine_lg.eval.agentboard import check_data
-
-            episodes = max(check_data(args.agentboard_data, parse_task_list(args.tasks)).values())
-    summary = run_eval(tasks=args.tasks, episodes=episodes, model=_model_from_args(args), out=args.out,
-                       max_steps=args.max_steps, seed=args.seed, workers=args.workers,
-                       perturb=args.perturb, embeddings=False if args.no_embeddings else "auto",
-                       preflight=not args.no_preflight, label=args.label, model_path=args.model_path,
-                       agentboard_data=args.agentboard_data)
-    from agentrefine_lg.eval.report import diversity_markdown, markdown_table, robustness_markdown
-
-    print(markdown_table(summary))
-    print("\n" + diversity_markdown(summary.get("diversity") or {}))
-    written = "episodes.jsonl, summary.json, summary.md, <task>.png"
-    if summary.get("robustness"):
-        print("\n" + robustness_markdown(summary["robustness"], short=True))
-        written += f", {ROBUSTNESS_MD}, {ROBUSTNESS_JSON}, {PERTURBED_DIR}/<scheme>/"
-    if summary.get("paper_comparison"):
-        from agentrefine_lg.eval.paper_table import comparison_markdown
-
-        print("\n" + comparison_markdown(summary))
-    print(f"\nwritten to {args.out}/ ({written})")
-    return 0
-
-
 __all__ = [
     "MAX_STORED_CHARS",
+    "EvalSettings",
     "EndpointError",
     "ModelSpec",
-    "cli_add_arguments",
-    "cli_run",
     "episode_seed",
     "parse_schemes",
     "read_rows",
