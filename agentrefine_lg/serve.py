@@ -172,6 +172,18 @@ class ServerHandle:
         self.stop()
 
 
+def stop_process(proc: subprocess.Popen | None, *, timeout_s: float = 20) -> None:
+    """Stop a child server: terminate, wait up to ``timeout_s``, then kill (it never lingers)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -205,13 +217,7 @@ def _start_vllm(base_model: str, adapter: str | None, *, host: str, port: int, a
     proc = subprocess.Popen(cmd, start_new_session=True)
 
     def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout_s=30)
 
     url = f"http://{host}:{port}"
     try:
@@ -724,6 +730,7 @@ __all__ = [
     "merge_adapter",
     "resolve_vllm_bin",
     "start_server",
+    "stop_process",
     "trim_at_stop",
     "validate_chat_request",
     "vllm_command",

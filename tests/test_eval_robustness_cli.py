@@ -210,5 +210,5 @@ def test_perturb_schemes_are_validated():
     assert harness.parse_schemes(None) == []
     with pytest.raises(InputError, match="unknown perturbation scheme 'shuffle'.*synonym"):
         harness.parse_schemes("synonym,shuffle")
-    with pytest.raises(InputError, match="names no scheme"):
+    with pytest.raises(InputError, match="no perturbation scheme given"):
         harness.parse_schemes(" , ")

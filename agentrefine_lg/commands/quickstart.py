@@ -14,7 +14,6 @@ from agentrefine_lg.quickstart import (
     STAGE_NAMES,
     Stages,
     _scrub,
-    _stop,
     build_plan,
     check_figure,
     eval_figure,
@@ -23,6 +22,7 @@ from agentrefine_lg.quickstart import (
     train_figure,
     write_report,
 )
+from agentrefine_lg.serve import stop_process
 
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +75,7 @@ def cli_run(args: argparse.Namespace) -> int:
                 server = stages.serve(f"serve {label}", serve_cmd, port)
                 stages.run(f"eval {label}", eval_cmd, lambda log, label=label: eval_figure(eval_dir / label))
             finally:
-                _stop(server)
+                stop_process(server)
         stages.run("eval oracle", plan.eval_oracle, lambda log: eval_figure(eval_dir / "oracle"))
     finally:
         _scrub(stages.logs, plan.api_key)

@@ -76,24 +76,27 @@ def load_task(name: str) -> TaskModule:
     return importlib.import_module(TASKS[key])  # type: ignore[return-value]
 
 
-def parse_task_list(spec: str | Sequence[str]) -> list[str]:
-    """``"babyai,pddl"`` or ``["babyai", "pddl"]`` or ``"all"`` -> validated, de-duplicated task names."""
+def parse_names(spec: str | Sequence[str], known: Sequence[str], *, what: str, field: str) -> list[str]:
+    """``"a,b"`` / ``["a"]`` / ``"all"`` -> validated, de-duplicated names out of ``known``, in order given."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names: list[str] = []
     for item in items:
         item = item.strip().lower()
         if not item:
             continue
-        if item == "all":
-            names.extend(n for n in TASKS if n not in names)
-            continue
-        if item not in TASKS:
-            raise InputError(f"unknown task {item!r}; known tasks: {', '.join(TASKS)}", field="tasks")
-        if item not in names:
-            names.append(item)
+        for name in (known if item == "all" else (item,)):
+            if name not in known:
+                raise InputError(f"unknown {what} {name!r}; known {what}s: {', '.join(known)}, all", field=field)
+            if name not in names:
+                names.append(name)
     if not names:
-        raise InputError(f"no task given; known tasks: {', '.join(TASKS)}", field="tasks")
+        raise InputError(f"no {what} given; known {what}s: {', '.join(known)}, all", field=field)
     return names
+
+
+def parse_task_list(spec: str | Sequence[str]) -> list[str]:
+    """``"babyai,pddl"`` or ``["babyai", "pddl"]`` or ``"all"`` -> validated, de-duplicated task names."""
+    return parse_names(spec, list(TASKS), what="task", field="tasks")
 
 
 def task_unavailable(name: str) -> str | None:

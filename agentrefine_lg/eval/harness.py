@@ -42,7 +42,7 @@ from typing import Any
 
 from agentrefine_lg.env import TextEnv
 from agentrefine_lg.errors import AgentRefineError, InputError
-from agentrefine_lg.eval.base import load_task, parse_task_list, task_unavailable
+from agentrefine_lg.eval.base import load_task, parse_names, parse_task_list, task_unavailable
 from agentrefine_lg.eval.robustness import SCHEMES
 from agentrefine_lg.failures import is_unreachable
 from agentrefine_lg.jsonl import JsonlFile, append_jsonl
@@ -351,21 +351,7 @@ def parse_schemes(spec: str | Sequence[str] | None) -> list[str]:
     """``"synonym,reorder"`` / ``["article"]`` / ``"all"`` -> validated, de-duplicated perturbation schemes."""
     if not spec:
         return []
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    names: list[str] = []
-    for item in items:
-        item = item.strip().lower()
-        if not item:
-            continue
-        for name in (SCHEMES if item == "all" else (item,)):
-            if name not in SCHEMES:
-                raise InputError(f"unknown perturbation scheme {name!r}; known: {', '.join(SCHEMES)}, all",
-                                 field="perturb")
-            if name not in names:
-                names.append(name)
-    if not names:
-        raise InputError(f"--perturb names no scheme; known: {', '.join(SCHEMES)}, all", field="perturb")
-    return names
+    return parse_names(spec, list(SCHEMES), what="perturbation scheme", field="perturb")
 
 
 def run_dir(out: str | os.PathLike, scheme: str | None) -> Path:
