@@ -307,13 +307,52 @@ async def run_synthesis(
                 loop.remove_signal_handler(signal.SIGTERM)
 
 
+def _lost_ledger_rows(samples: list[dict[str, Any]], ledger: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Samples are written before their ledger lines: a kill between the two fsyncs leaves accepted samples
+    without a ledger line. Their lines, to write before anything new so that the two files agree again."""
+    in_ledger = {r["persona_id"] for r in ledger if r.get("status") == "accepted"}
+    return list({pid: _ledger_row_of_sample(r) for r in samples if (pid := _sample_pid(r)) not in in_ledger}.values())
+
+
+def _finished(task: asyncio.Task, persona: Persona) -> tuple[dict[str, Any], float, str | None]:
+    """A finished persona: ``(final state, seconds, None)`` for the graph's verdict; ``({}, 0, why)`` when its
+    LLM calls failed for transport reasons (not ledgered, retried on resume). Anything else stops the run
+    (:class:`AgentRefineError`): a refused key, a bug or an engine error is never booked as a rejection."""
+    from agentrefine_lg.failures import is_refused, is_transient_error
+
+    exc = task.exception()
+    if exc is not None:
+        if is_refused(exc):
+            raise AgentRefineError(f"the teacher refused the request, stopping: {_failure(exc)}") from exc
+        if not is_transient_error(exc):
+            raise AgentRefineError(
+                f"persona {persona.id} failed with {_failure(exc)}. That is an error of the teacher, its engine or "
+                "the code, not a rejection: nothing was ledgered for it. Stopping; rerun the same command to "
+                "resume once the cause is fixed") from exc
+        return {}, 0.0, _failure(exc)
+    _, final, seconds = task.result()
+    status = final.get("synth_status")
+    if status not in ("accepted", "rejected"):
+        raise AgentRefineError(f"persona {persona.id}: the synthesis graph ended without a verdict "
+                               f"(synth_status={status!r}); stopping, nothing was ledgered for it")
+    return final, seconds, None
+
+
+def _ledger_row(persona: Persona, final: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The ledger line of a persona the graph gave its verdict on."""
+    from agentrefine_lg.synthesis import attempts_of
+
+    accepted = final["synth_status"] == "accepted" and bool(final.get("synth_sample"))
+    return {"persona_id": persona.id, "status": "accepted" if accepted else "rejected",
+            "reason": final.get("synth_reason"), "attempts": attempts_of(final), "usage": final.get("synth_usage") or {},
+            "pairs": (final.get("synth_report") or {}).get("pairs") if accepted else None, "seconds": round(seconds, 3)}
+
+
 async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: int, concurrency: int,
                       shard: tuple[int, int], retry_rejected: bool, recursion_limit: int, progress: bool | None,
                       manifest: dict[str, Any] | None, prices: dict[str, tuple[float, float]] | None,
                       max_infra_failures: int) -> RunResult:
-    from agentrefine_lg.failures import is_refused, is_transient_error
     from agentrefine_lg.progress import progress_bar
-    from agentrefine_lg.synthesis import attempts_of
 
     samples = _read_jsonl(out / SAMPLES, repair=True)
     ledger = _read_jsonl(out / LEDGER, repair=True)
@@ -330,11 +369,7 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
     _write_json_atomic(out / MANIFEST, {**manifest, "status": "running"})
 
     sample_file, ledger_file = _Appender(out / SAMPLES), _Appender(out / LEDGER)
-    # Samples are written before their ledger lines: a kill between the two fsyncs leaves accepted samples
-    # without a ledger line. Write those lines now, so the two files agree again before anything new.
-    in_ledger = {r["persona_id"] for r in ledger if r.get("status") == "accepted"}
-    recovered = list({pid: _ledger_row_of_sample(r) for r in samples
-                      if (pid := _sample_pid(r)) not in in_ledger}.values())
+    recovered = _lost_ledger_rows(samples, ledger)
     if recovered:
         ledger_file.store.append(recovered)
         ledger.extend(recovered)
@@ -377,26 +412,11 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
             accepted_now = 0
             for task in done:
                 persona = in_flight.pop(task)
-                exc = task.exception()
-                final: dict[str, Any] = {}
-                if exc is not None:
-                    if is_refused(exc):
-                        stopped = f"the teacher refused the request, stopping: {_failure(exc)}"
-                        raise AgentRefineError(stopped) from exc
-                    if not is_transient_error(exc):
-                        stopped = (f"persona {persona.id} failed with {_failure(exc)}. That is an error of the "
-                                   "teacher, its engine or the code, not a rejection: nothing was ledgered for it. "
-                                   "Stopping; rerun the same command to resume once the cause is fixed")
-                        raise AgentRefineError(stopped) from exc
-                    why: str | None = _failure(exc)
-                else:
-                    _, final, seconds = task.result()
-                    status = final.get("synth_status")
-                    if status not in ("accepted", "rejected"):
-                        stopped = (f"persona {persona.id}: the synthesis graph ended without a verdict "
-                                   f"(synth_status={status!r}); stopping, nothing was ledgered for it")
-                        raise AgentRefineError(stopped)
-                    why = None  # the graph's verdict: transport failures raise out of it instead (above)
+                try:
+                    final, seconds, why = _finished(task, persona)
+                except AgentRefineError as exc:
+                    stopped = str(exc)
+                    raise
                 if why is not None:
                     counters["crashed"] += 1
                     infra_in_a_row += 1
@@ -409,22 +429,15 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
                         raise AgentRefineError(stopped)
                     continue
                 infra_in_a_row = 0
-                usage = final.get("synth_usage") or {}
-                tokens = sum(int(u.get("total_tokens", 0)) for u in usage.values())
-                counters["tokens"] += tokens
-                row = {"persona_id": persona.id, "status": final["synth_status"],
-                       "reason": final.get("synth_reason"), "attempts": attempts_of(final), "usage": usage,
-                       "pairs": (final.get("synth_report") or {}).get("pairs") if final["synth_status"] == "accepted" else None,
-                       "seconds": round(seconds, 3)}
-                sample = final.get("synth_sample")
-                if row["status"] == "accepted" and sample:
-                    sample_file.add(sample)
-                    samples.append(sample)
+                row = _ledger_row(persona, final, seconds)
+                counters["tokens"] += sum(int(u.get("total_tokens", 0)) for u in row["usage"].values())
+                if row["status"] == "accepted":
+                    sample_file.add(final["synth_sample"])
+                    samples.append(final["synth_sample"])
                     counters["accepted"] += 1
                     new_acc += 1
                     accepted_now += 1
                 else:
-                    row["status"] = "rejected"
                     counters["rejected"] += 1
                     new_rej += 1
                 ledger_file.add(row)

@@ -490,13 +490,101 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
                            model_path=model_path, agentboard_data=agentboard_data)
 
 
+def _plan_tasks(names: list[str], episodes: int, agentboard_counts: dict[str, int],
+                log: Callable[[str], None]) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """Which tasks run here (and why the others cannot), and how many episodes each can give."""
+    from agentrefine_lg.eval import agentboard
+
+    unavailable: dict[str, str] = {}
+    runnable: list[str] = []
+    for name in names:
+        reason = task_unavailable(name) if not agentboard_counts else agentboard.available(name)
+        if reason:
+            unavailable[name] = reason
+            log(f"[eval] {name}: unavailable ({reason})")
+        else:
+            runnable.append(name)
+    per_task = {name: episodes for name in runnable}
+    for name in runnable:
+        distinct = agentboard_counts.get(name) or getattr(load_task(name), "NUM_EPISODES", None)
+        if distinct is not None and episodes > distinct:
+            per_task[name] = distinct
+            log(f"[eval] {name}: only {distinct} distinct episodes; running {distinct}, not {episodes}")
+    return runnable, unavailable, per_task
+
+
+def _pending_jobs(out_dir: Path, runs: list[str | None], runnable: list[str], per_task: dict[str, int],
+                  log: Callable[[str], None]) -> list[tuple[str | None, str, int]]:
+    """The (scheme, task, episode) jobs not yet in the runs' episode files: a rerun resumes."""
+    todo: list[tuple[str | None, str, int]] = []
+    for scheme in runs:
+        folder = run_dir(out_dir, scheme)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / EPISODES_FILE
+        read_rows(folder / ERRORS_FILE)  # repairs a torn last line before appending to it
+        done = {(r["task"], int(r["episode"])) for r in read_rows(path)}
+        missing = [(scheme, t, e) for t in runnable for e in range(per_task[t]) if (t, e) not in done]
+        if done:
+            log(f"[eval] resuming{'' if scheme is None else ' ' + scheme}: {len(done)} episode(s) already in "
+                f"{path}, {len(missing)} to run")
+        todo += missing
+    return todo
+
+
+def _run_jobs(todo: list[tuple[str | None, str, int]], *, model: ModelSpec, seed: int, max_steps: int,
+              options: dict[str, dict[str, Any]], workers: int, handle: Callable[..., None]) -> None:
+    """Run the jobs in this process or in ``workers`` processes; ``handle(scheme, kind, payload)`` each result."""
+    if workers == 1 or len(todo) <= 1:
+        for scheme, task, ep in todo:
+            handle(scheme, *_worker(task, ep, model, seed, max_steps, options.get(task), scheme))
+        return
+    # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task), scheme): scheme
+                   for scheme, task, ep in todo}
+        try:
+            for fut in cf.as_completed(futures):
+                handle(futures[fut], *fut.result())
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+
+
+def _perturbed_reports(out_dir: Path, schemes: list[str], names: list[str], episodes: int,
+                       rows: list[dict[str, Any]], meta: dict[str, Any], errors: dict[str | None, int],
+                       ) -> dict[str, Any]:
+    """Each perturbed run's own summary, then the robustness report against the unperturbed ``rows``."""
+    from agentrefine_lg.eval.metrics import summarize
+    from agentrefine_lg.eval.report import write_report, write_robustness
+
+    scheme_rows: dict[str, list[dict[str, Any]]] = {}
+    for scheme in schemes:
+        folder = run_dir(out_dir, scheme)
+        s_rows = _selected(read_rows(folder / EPISODES_FILE), names, episodes)
+        scheme_rows[scheme] = s_rows
+        played = [r for r in s_rows if not r.get("noop")]
+        s_summary = summarize(played)
+        # distinct-n only: the embedding distance is the main run's diversity analysis
+        s_summary.update(meta, errors=errors[scheme], perturbation=scheme, noop_episodes=len(s_rows) - len(played),
+                         diversity=thought_diversity_block(
+                             played, embeddings=False,
+                             skipped="not computed for perturbed runs (see the unperturbed summary)"))
+        write_report(folder, s_summary, played, plots=False, title=f"Evaluation summary: perturbation `{scheme}`")
+    robustness = robustness_block(rows, scheme_rows)
+    robustness.update(model=meta["model"], max_steps=meta["max_steps"], seed=meta["seed"])
+    write_robustness(out_dir, robustness)
+    return robustness
+
+
 def _run_locked(names: list[str], schemes: list[str], episodes: int, model: ModelSpec, out_dir: Path, *,
                 max_steps: int, seed: int, workers: int, options: dict[str, dict[str, Any]] | None,
                 embeddings: bool | str, preflight: bool, log: Callable[[str], None], label: str | None,
                 model_path: str | None, agentboard_data: str | os.PathLike[str] | None) -> dict[str, Any]:
     """:func:`run_eval`'s work, with ``out_dir`` locked."""
     from agentrefine_lg.eval.metrics import summarize
-    from agentrefine_lg.eval.report import write_report, write_robustness
+    from agentrefine_lg.eval.report import write_report
     from agentrefine_lg.progress import progress_bar
 
     options = options or {}
@@ -510,37 +598,10 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
     _check_config(out_dir, {"model": model.label, "seed": seed, "max_steps": max_steps, "tasks": names,
                             "episodes": episodes, "options": options, "perturb": schemes})
 
-    unavailable: dict[str, str] = {}
-    runnable: list[str] = []
-    for name in names:
-        reason = task_unavailable(name) if not agentboard_counts else agentboard.available(name)
-        if reason:
-            unavailable[name] = reason
-            log(f"[eval] {name}: unavailable ({reason})")
-        else:
-            runnable.append(name)
-
-    per_task = {name: episodes for name in runnable}
-    for name in runnable:
-        distinct = agentboard_counts.get(name) or getattr(load_task(name), "NUM_EPISODES", None)
-        if distinct is not None and episodes > distinct:
-            per_task[name] = distinct
-            log(f"[eval] {name}: only {distinct} distinct episodes; running {distinct}, not {episodes}")
-
+    runnable, unavailable, per_task = _plan_tasks(names, episodes, agentboard_counts, log)
     # one job list over the unperturbed run and every scheme: one worker pool, one preflight
     runs: list[str | None] = [None, *schemes]
-    todo: list[tuple[str | None, str, int]] = []
-    for scheme in runs:
-        folder = run_dir(out_dir, scheme)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / EPISODES_FILE
-        read_rows(folder / ERRORS_FILE)  # repairs a torn last line before appending to it
-        done = {(r["task"], int(r["episode"])) for r in read_rows(path)}
-        missing = [(scheme, t, e) for t in runnable for e in range(per_task[t]) if (t, e) not in done]
-        if done:
-            log(f"[eval] resuming{'' if scheme is None else ' ' + scheme}: {len(done)} episode(s) already in "
-                f"{path}, {len(missing)} to run")
-        todo += missing
+    todo = _pending_jobs(out_dir, runs, runnable, per_task, log)
     if todo and preflight:
         _preflight(model, log)
 
@@ -566,22 +627,7 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
             f"{'success' if payload['success'] else 'fail'} progress={payload['progress']:.2f} "
             f"steps={payload['steps']} invalid={payload['invalid_actions']} format={payload['format_errors']}")
 
-    if workers == 1 or len(todo) <= 1:
-        for scheme, task, ep in todo:
-            handle(scheme, *_worker(task, ep, model, seed, max_steps, options.get(task), scheme))
-    else:
-        # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task), scheme): scheme
-                       for scheme, task, ep in todo}
-            try:
-                for fut in cf.as_completed(futures):
-                    handle(futures[fut], *fut.result())
-            except BaseException:
-                for fut in futures:
-                    fut.cancel()
-                raise
+    _run_jobs(todo, model=model, seed=seed, max_steps=max_steps, options=options, workers=workers, handle=handle)
     bar.close()  # not on an exception: the error says where the run stopped
 
     meta = {
@@ -603,25 +649,7 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
     summary["diversity"] = thought_diversity_block(rows, embeddings=embeddings)
 
     if schemes:
-        scheme_rows: dict[str, list[dict[str, Any]]] = {}
-        for scheme in schemes:
-            folder = run_dir(out_dir, scheme)
-            s_rows = _selected(read_rows(folder / EPISODES_FILE), names, episodes)
-            scheme_rows[scheme] = s_rows
-            played = [r for r in s_rows if not r.get("noop")]
-            s_summary = summarize(played)
-            # distinct-n only: the embedding distance is the main run's diversity analysis
-            s_summary.update(meta, errors=errors[scheme], perturbation=scheme,
-                             noop_episodes=len(s_rows) - len(played),
-                             diversity=thought_diversity_block(
-                                 played, embeddings=False,
-                                 skipped="not computed for perturbed runs (see the unperturbed summary)"))
-            write_report(folder, s_summary, played, plots=False,
-                         title=f"Evaluation summary: perturbation `{scheme}`")
-        robustness = robustness_block(rows, scheme_rows)
-        robustness.update(model=model.label, max_steps=max_steps, seed=seed)
-        write_robustness(out_dir, robustness)
-        summary["robustness"] = robustness
+        summary["robustness"] = _perturbed_reports(out_dir, schemes, names, episodes, rows, meta, errors)
 
     if agentboard_counts:
         from agentrefine_lg.eval.paper_table import comparison_markdown, comparison_rows
