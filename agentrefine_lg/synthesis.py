@@ -222,11 +222,15 @@ def total_usage(state: SynthesisState) -> TokenUsage:
     return total
 
 
-def _retries(runtime: Runtime | None) -> int:
+def _retries(runtime: Runtime | None, node: str) -> int:
+    """Transient retries this node's call took (its attempt number - 1), announced on the custom stream."""
     try:
-        return max(0, int(runtime.execution_info.node_attempt) - 1) if runtime is not None else 0
-    except Exception:
-        return 0
+        retries = max(0, int(runtime.execution_info.node_attempt) - 1) if runtime is not None else 0
+    except (AttributeError, TypeError, ValueError):
+        retries = 0
+    if retries:
+        _emit({"type": "retry", "node": node, "retries": retries})
+    return retries
 
 
 def _script_of(state: SynthesisState) -> Script:
@@ -312,9 +316,7 @@ class _Nodes:
             raw, usage = await self.script_writer.awrite_script(persona, list(state.get("synth_script_problems") or []))
         except MalformedOutputError as exc:  # the model's answer stayed unusable: a counted failed attempt
             return self._script_failure(state, exc)
-        retries = _retries(runtime)
-        if retries:
-            _emit({"type": "retry", "node": "write_script", "retries": retries})
+        retries = _retries(runtime, "write_script")
         return Command(goto="check_script", update={
             **_missing_counters(state),
             "synth_persona": persona,
@@ -406,9 +408,7 @@ class _Nodes:
                 script, prefix, list(state.get("synth_trajectory_problems") or []))
         except MalformedOutputError as exc:
             return self._trajectory_failure(state, "write_trajectory", exc)
-        retries = _retries(runtime)
-        if retries:
-            _emit({"type": "retry", "node": "write_trajectory", "retries": retries})
+        retries = _retries(runtime, "write_trajectory")
         update: dict[str, Any] = {
             "synth_transient_retries": state.get("synth_transient_retries", 0) + retries,
             "synth_usage": _add_usage(state, self.trajectory_writer.name, usage),
@@ -442,9 +442,7 @@ class _Nodes:
         except MalformedOutputError as exc:
             return self._trajectory_failure(state, "player", exc)
         turn = turn if isinstance(turn, Turn) else Turn.model_validate(turn)
-        retries = _retries(runtime)
-        if retries:
-            _emit({"type": "retry", "node": "player", "retries": retries})
+        retries = _retries(runtime, "player")
         refined = bool(turns and turns[-1].is_dm and turns[-1].flagged)
         return Command(goto="dm", update={
             "synth_trajectory": _dump_turns([*turns, turn]),
@@ -460,9 +458,7 @@ class _Nodes:
         except MalformedOutputError as exc:
             return self._trajectory_failure(state, "dm", exc)
         turn = turn if isinstance(turn, Turn) else Turn.model_validate(turn)
-        retries = _retries(runtime)
-        if retries:
-            _emit({"type": "retry", "node": "dm", "retries": retries})
+        retries = _retries(runtime, "dm")
         turns.append(turn)
         if len(turns) >= self.s.max_turns or turn.task_completed:
             decision = "verify"
