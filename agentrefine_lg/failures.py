@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 _TRANSIENT_STATUS = {408, 409, 425, 429}
 _FATAL_STATUS = {401, 403, 404}
@@ -68,6 +69,21 @@ def is_fatal_error(exc: BaseException) -> bool:
     return isinstance(exc, _PROGRAMMING)
 
 
+_CONTEXT_OVERFLOW = re.compile(
+    r"context[_ ]length|maximum context|context window|prompt is \d+ tokens|too many tokens|prompt is too long",
+    re.IGNORECASE)
+
+
+def is_context_overflow(exc: BaseException) -> bool:
+    """The request was refused because the conversation no longer fits the model's context (a 400 from OpenAI,
+    vLLM or our server): the episode is over for this model, no retry or fix of the code helps."""
+    status = status_of(exc)
+    if status is not None and status not in (400, 413, 422):
+        return False
+    code = getattr(exc, "code", None)
+    return code == "context_length_exceeded" or bool(_CONTEXT_OVERFLOW.search(str(exc)))
+
+
 _UNREACHABLE_NAMES = {"APIConnectionError", "APITimeoutError", "ConnectError", "ConnectTimeout"}
 
 
@@ -85,4 +101,4 @@ def is_unreachable(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["is_fatal_error", "is_refused", "is_transient_error", "is_unreachable", "status_of"]
+__all__ = ["is_context_overflow", "is_fatal_error", "is_refused", "is_transient_error", "is_unreachable", "status_of"]

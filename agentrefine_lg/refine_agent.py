@@ -74,7 +74,7 @@ from agentrefine_lg.checks import match_action
 from agentrefine_lg.convert import format_assistant, sample_from_trajectory, system_prompt
 from agentrefine_lg.env import StepResult, TextEnv
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.failures import is_fatal_error, is_transient_error
+from agentrefine_lg.failures import is_context_overflow, is_fatal_error, is_transient_error
 from agentrefine_lg.jsonl import append_jsonl
 from agentrefine_lg.named_graph import NamedStateGraph, check_state_schema, with_user_keys
 from agentrefine_lg.schema import ERROR_FLAGS, ActionSpec, RefinementSample, Script, Trajectory, Turn
@@ -111,7 +111,7 @@ class RefineOutput(_Messages, total=False):
     refine_answer: str | None
     refine_success: bool
     refine_progress: float
-    refine_stop_reason: str  # "done" | "max_steps" | "max_retries" | "episode_over"
+    refine_stop_reason: str  # "done" | "max_steps" | "max_retries" | "episode_over" | "context_full"
     refine_stats: dict[str, int]  # steps, format_errors, invalid_actions, tool_calls
     refine_sample: dict[str, Any] | None  # the episode as a RefinementSample row (the trace)
 
@@ -371,17 +371,35 @@ class RefineNodes:
         return [{"thought": parsed.thought, "action": None, "error": parsed.error, "raw": text, "via": "text"}], \
             AIMessage(text or "(empty reply)")
 
-    def _after_reply(self, state: RefineState, reply: Any) -> dict[str, Any]:
+    def _after_reply(self, state: RefineState, reply: Any) -> Command:
         if not isinstance(reply, BaseMessage):
             reply = AIMessage(content_text(reply))
         queue, kept = self._queue(reply)
-        return {"refine_messages": [kept], "refine_queue": queue, "refine_step": state.get("refine_step", 0) + 1}
+        return Command(goto="execute", update={"refine_messages": [kept], "refine_queue": queue,
+                                               "refine_step": state.get("refine_step", 0) + 1})
 
-    def act(self, state: RefineState, config: RunnableConfig) -> dict[str, Any]:
-        return self._after_reply(state, self.model.invoke(state["refine_messages"], config))
+    @staticmethod
+    def _context_full(exc: Exception) -> Command:
+        if not is_context_overflow(exc):
+            raise exc
+        # The conversation no longer fits the model's context: the episode ends here (its trace is kept),
+        # as it would for a human whose notes ran out; retrying the same prompt cannot help.
+        _write({"refine_context_full": str(exc)[:300]})
+        return Command(goto="finish", update={"refine_stop_reason": "context_full"})
 
-    async def aact(self, state: RefineState, config: RunnableConfig) -> dict[str, Any]:
-        return self._after_reply(state, await self.model.ainvoke(state["refine_messages"], config))
+    def act(self, state: RefineState, config: RunnableConfig) -> Command:
+        try:
+            reply = self.model.invoke(state["refine_messages"], config)
+        except Exception as exc:  # noqa: BLE001 - only a context overflow is handled; the rest is raised again
+            return self._context_full(exc)
+        return self._after_reply(state, reply)
+
+    async def aact(self, state: RefineState, config: RunnableConfig) -> Command:
+        try:
+            reply = await self.model.ainvoke(state["refine_messages"], config)
+        except Exception as exc:  # noqa: BLE001 - only a context overflow is handled; the rest is raised again
+            return self._context_full(exc)
+        return self._after_reply(state, reply)
 
     # -- execute -------------------------------------------------------------------------------------
 
@@ -722,7 +740,7 @@ def create_refine_agent(
                             input_schema=with_user_keys(RefineInput, state_schema, RefineState),
                             output_schema=with_user_keys(RefineOutput, state_schema, RefineState), name=name)
     graph.add_node("start", node(nodes.start, nodes.astart, "start"))
-    graph.add_node("act", node(nodes.act, nodes.aact, "act"),
+    graph.add_node("act", node(nodes.act, nodes.aact, "act"), destinations=("execute", "finish"),
                    retry_policy=model_retry or RetryPolicy(max_attempts=3, retry_on=is_transient_error))
     graph.add_node("execute", node(nodes.execute, nodes.aexecute, "execute"))
     graph.add_node("feedback", node(nodes.feedback, nodes.afeedback, "feedback"),
@@ -730,7 +748,6 @@ def create_refine_agent(
     graph.add_node("finish", node(nodes.finish, nodes.afinish, "finish"))
     graph.add_edge(START, "start")
     graph.add_edge("start", "act")
-    graph.add_edge("act", "execute")
     graph.add_edge("execute", "feedback")
     graph.add_edge("finish", END)
     return graph

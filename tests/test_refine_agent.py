@@ -324,3 +324,25 @@ def test_the_invalid_action_feedback_is_said_once_per_observation() -> None:
     model = scripted("Thought: green\nAction: open green", "Thought: red\nAction: open red",
                      "Thought: go\nAction: go through")
     assert "not an allowed" in run_env_episode(model, DoorEnv(), max_steps=10).turns[2].observation
+
+
+def test_a_conversation_that_outgrows_the_models_context_ends_the_episode_and_keeps_its_trace(tmp_path: Path) -> None:
+    from fake_synthesis_models import HTTPStatusError
+
+    from agentrefine_lg.commands.check import check_file
+
+    overflow = HTTPStatusError(400, "This model's maximum context length is 4096 tokens; your messages resulted in 4300")
+    model = scripted("Thought: open it\nAction: open red", overflow)
+    sink = tmp_path / "traces.jsonl"
+    out = create_refine_agent(model, env=DoorEnv(), trace_sink=sink).compile().invoke({})
+    assert out["refine_stop_reason"] == "context_full" and out["refine_success"] is False
+    assert out["refine_stats"]["steps"] == 1 and len(out["refine_sample"]["trajectory"]) == 3
+    assert all(report.ok for _, report in check_file(str(sink)))
+
+
+def test_other_bad_requests_still_raise() -> None:
+    from fake_synthesis_models import HTTPStatusError
+
+    model = scripted(HTTPStatusError(400, "unknown parameter 'foo'"))
+    with pytest.raises(HTTPStatusError, match="foo"):
+        create_refine_agent(model, env=DoorEnv()).compile().invoke({})
