@@ -317,6 +317,9 @@ class PDDLEnv(TextEnv):
         with quiet():
             if self._planner is None:
                 task = _ground(_parse(self._env.domain.domain_fname, self._problem_file))
+                # Grounding iterates over sets of strings, whose order changes with Python's hash seed, and
+                # the search breaks ties in operator order: sorted, the same seed gives the same plan.
+                task.operators = sorted(task.operators, key=lambda op: op.name)
                 self._planner = (task, task.initial_state)
             task, initial = self._planner
             current = frozenset(_fact_key(lit) for lit in self._state.literals) & task.facts
