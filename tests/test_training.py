@@ -161,6 +161,17 @@ def test_masked_turn_text_does_not_change_the_loss_but_a_trained_turn_does(tiny_
     assert abs(_loss(trainer, trained_changed) - base) > 1e-4
 
 
+def test_the_plain_loss_equals_trls_fused_loss(tiny_dir, tmp_path, data_file):
+    """Without --token_metrics the loss is the model's own cross-entropy: the same number TRL's fused head gives."""
+    path, _ = data_file
+    trainer = _trainer(tiny_dir, tmp_path, "--data", str(path))
+    assert trainer.token_metrics is False
+    plain = _loss(trainer, ERR_LAST)
+    trainer.token_metrics = True
+    assert _loss(trainer, ERR_LAST) == pytest.approx(plain, rel=1e-5)
+    assert _trainer(tiny_dir, tmp_path, "--data", str(path), "--token_metrics", "true").token_metrics is True
+
+
 def test_bad_settings_are_refused_with_clear_errors(tiny_dir, tmp_path, data_file):
     path, _ = data_file
     with pytest.raises(InputError, match="no such model directory"):

@@ -57,6 +57,12 @@ class ScriptArguments:
         metadata={"help": "Ablation: train on erroneous assistant turns too (no erroneous-loss masking)."})
     merge: bool = field(default=True, metadata={"help": "Write <output_dir>/merged (base + adapter)."})
     plot: bool = field(default=True, metadata={"help": "Write <output_dir>/loss.png."})
+    token_metrics: bool = field(
+        default=False,
+        metadata={"help": "Also log TRL's per-token entropy and top-1 accuracy. They come from TRL's chunked LM "
+                          "head, which took about half of each step on the tiny model on CPU "
+                          "(benchmarks/train_overhead.py); off, the loss is the model's own cross-entropy, the "
+                          "same value."})
 
 
 # Our defaults where TRL's do not fit (all overridable). bf16 / gradient checkpointing only on a GPU: on a
@@ -279,7 +285,7 @@ def build_trainer(script_args: ScriptArguments, training_args, model_args):
     Returns the trainer; ``trainer.agentrefine_info`` holds the data report and the base model path.
     """
     from transformers import set_seed
-    from trl import SFTTrainer, get_peft_config
+    from trl import get_peft_config
 
     validate(script_args, training_args, model_args)
     set_seed(training_args.seed)
@@ -293,7 +299,7 @@ def build_trainer(script_args: ScriptArguments, training_args, model_args):
     if evaluation is not None and training_args.eval_strategy == "no":
         training_args.eval_strategy = "epoch"
     model = load_model(model_path, script_args, training_args, model_args)
-    trainer = SFTTrainer(
+    trainer = _trainer_class()(
         model=model,
         args=training_args,
         train_dataset=train,
@@ -301,10 +307,47 @@ def build_trainer(script_args: ScriptArguments, training_args, model_args):
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args) if model_args.use_peft else None,
     )
+    trainer.token_metrics = script_args.token_metrics
     info.update(base_model=model_path, method=script_args.method, mask=not script_args.no_mask)
     trainer.agentrefine_info = info
     _quiet_progress(trainer)
     return trainer
+
+
+_TRAINER: type | None = None
+
+
+def _trainer_class() -> type:
+    """TRL's ``SFTTrainer`` whose loss, unless ``token_metrics`` is on, is the model's own cross-entropy.
+
+    TRL 1.16 computes every loss through a chunked LM head that also yields per-token entropy and top-1 for its
+    logged metrics; on small models on CPU that head is about half of the step. Without it the loss is the same
+    number (mean negative log-likelihood over the trainable tokens), and ``num_tokens`` is still logged.
+    """
+    global _TRAINER
+    if _TRAINER is None:
+        from transformers import Trainer
+        from trl import SFTTrainer
+
+        class RefinementSFTTrainer(SFTTrainer):
+            token_metrics: bool = True
+
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                if self.token_metrics:
+                    return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                                num_items_in_batch=num_items_in_batch)
+                inputs["use_cache"] = False
+                out = Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                           num_items_in_batch=num_items_in_batch)
+                mode = "train" if self.model.training else "eval"
+                if mode == "train":  # TRL's own token count (what train_log.json's tokens/s is computed from)
+                    seen = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+                    self._total_train_tokens += seen // self._tp_size
+                self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+                return out
+
+        _TRAINER = RefinementSFTTrainer
+    return _TRAINER
 
 
 def _quiet_progress(trainer) -> None:
