@@ -302,7 +302,7 @@ class RefineNodes:
             if not task:
                 raise InputError("the refine agent needs a task: a human message in 'messages' or 'refine_task'",
                                  field="refine_task")
-            script, system, observation, initial = tools_script(self.tools, task), "", task, 0.0
+            script, observation, initial = tools_script(self.tools, task), task, 0.0
             system = tools_system_prompt(self.tools, task)
         old = [RemoveMessage(id=REMOVE_ALL_MESSAGES)] if state.get("refine_messages") else []
         opening = Turn(turn=0, role="DM", observation=observation, parameter_error=False, place_error=False,
