@@ -373,3 +373,17 @@ def test_zero_bars_are_drawn_and_labelled_and_titles_name_the_model(tmp_path):
     rows = [{"task": "jericho", "episode": 0, "success": False, "progress": 0.0}]
     paths = write_report(tmp_path, summary, rows)
     assert paths["jericho"].stat().st_size > 10_000
+
+
+def test_a_local_model_folder_is_evaluated_in_process_without_a_server(tmp_path):
+    from training.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tiny")
+    summary = run_eval(tasks="babyai", episodes=1, model=ModelSpec(local=str(folder), max_tokens=8), out=tmp_path / "o",
+                       max_steps=2, log=_quiet)
+    rows = read_rows(tmp_path / "o" / "episodes.jsonl")
+    assert summary["model"] == f"local:{folder}" and len(rows) == 1
+    assert rows[0]["steps"] == 2  # the random-weights model answered twice through the refine agent
+    with pytest.raises(EndpointError, match="local:|nope"):
+        run_eval(tasks="babyai", episodes=1, model=ModelSpec(local=str(tmp_path / "nope")), out=tmp_path / "p",
+                 max_steps=1, log=_quiet)

@@ -29,6 +29,8 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint of a served model, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--api-key", help="API key (default: env AGENTREFINE_API_KEY / the provider's variable)")
     parser.add_argument("--agent", choices=["oracle", "random"], help="a built-in reference agent instead of a model")
+    parser.add_argument("--model-dir", help="a local model folder (e.g. training.sft's merged/) or alias, run "
+                                            "in-process: no server needed")
     parser.add_argument("--tasks", default=DEFAULTS.tasks,
                         help=f"comma-separated tasks or 'all' (known: {', '.join(task_names())})")
     parser.add_argument("--episodes", type=int, default=None,
@@ -57,9 +59,13 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _model_from_args(args: argparse.Namespace) -> ModelSpec:
     if args.agent:
-        if args.model or args.base_url:
-            raise InputError("--agent excludes --model/--base-url", field="agent")
+        if args.model or args.base_url or args.model_dir:
+            raise InputError("--agent excludes --model/--base-url/--model-dir", field="agent")
         return ModelSpec(agent=args.agent)
+    if args.model_dir:
+        if args.model or args.base_url:
+            raise InputError("--model-dir excludes --model/--base-url", field="model-dir")
+        return ModelSpec(local=args.model_dir, max_tokens=args.max_tokens)
     if args.base_url:
         return ModelSpec(base_url=args.base_url, model=args.model, api_key=args.api_key,
                          timeout_s=args.timeout, max_tokens=args.max_tokens)
@@ -68,8 +74,8 @@ def _model_from_args(args: argparse.Namespace) -> ModelSpec:
             raise InputError(f"--model {args.model!r}: without --base-url give PROVIDER:NAME (e.g. openai:gpt-4o)",
                              field="model")
         return ModelSpec(spec=args.model, api_key=args.api_key, timeout_s=args.timeout, max_tokens=args.max_tokens)
-    raise InputError("no model: give --agent oracle|random, --model PROVIDER:NAME, or --base-url URL --model NAME",
-                     field="model")
+    raise InputError("no model: give --agent oracle|random, --model PROVIDER:NAME, --base-url URL --model NAME, "
+                     "or --model-dir DIR", field="model")
 
 
 def cli_run(args: argparse.Namespace) -> int:

@@ -86,6 +86,7 @@ class ModelSpec:
 
     agent: str | None = None  # "oracle" | "random"
     spec: str | None = None  # e.g. "openai:gpt-4o" (langchain.chat_models.init_chat_model)
+    local: str | None = None  # a model folder (or alias) run in-process: no server
     base_url: str | None = None
     model: str | None = None  # model name at base_url
     api_key: str | None = field(default=None, repr=False)
@@ -94,10 +95,10 @@ class ModelSpec:
     max_retries: int = 1
 
     def __post_init__(self) -> None:
-        given = [x for x in (self.agent, self.spec, self.base_url) if x]
+        given = [x for x in (self.agent, self.spec, self.base_url, self.local) if x]
         if len(given) != 1:
-            raise InputError("give exactly one model: --agent oracle|random, --model PROVIDER:NAME, or "
-                             "--base-url URL --model NAME", field="model")
+            raise InputError("give exactly one model: --agent oracle|random, --model PROVIDER:NAME, "
+                             "--base-url URL --model NAME, or --model-dir DIR", field="model")
         if self.agent and self.agent not in ("oracle", "random"):
             raise InputError(f"unknown built-in agent {self.agent!r}; choose oracle or random", field="agent")
 
@@ -107,6 +108,8 @@ class ModelSpec:
             return f"agent:{self.agent}"
         if self.spec:
             return self.spec
+        if self.local:
+            return f"local:{self.local}"
         return f"{self.model or 'agentrefine'}@{self.base_url}"
 
     def build(self, env: Any, *, seed: int) -> Any:
@@ -115,6 +118,10 @@ class ModelSpec:
             from agentrefine_lg.eval.agents import make_agent
 
             return make_agent(self.agent, env, seed=seed)
+        if self.local:
+            from agentrefine_lg.local_model import local_chat_model
+
+            return local_chat_model(self.local, max_new_tokens=self.max_tokens or _DEFAULTS.max_tokens)
         if self.base_url:
             from agentrefine_lg.chat_model import chat_model
 
@@ -336,15 +343,15 @@ def _preflight(model: ModelSpec, log: Callable[[str], None] | None = None) -> No
         return
     probe = replace(model, timeout_s=min(model.timeout_s, PREFLIGHT_TIMEOUT_S), max_tokens=16, max_retries=0)
     if log is not None:
-        log(f"[eval] checking the model at {model.base_url or model.spec} (timeout {probe.timeout_s:g} s)")
+        log(f"[eval] checking the model at {model.base_url or model.spec or model.local} (timeout {probe.timeout_s:g} s)")
     chat = probe.build(None, seed=0)
     try:
         chat.invoke("Reply with: Thought: ok\nAction: ok")
     except Exception as exc:  # noqa: BLE001
         if is_unreachable(exc):
-            where = model.base_url or model.spec
+            where = model.base_url or model.spec or model.local
             raise EndpointError(f"cannot reach the model at {where}: {type(exc).__name__}: {exc}") from None
-        raise EndpointError(f"the model at {model.base_url or model.spec} fails: {type(exc).__name__}: {exc}") from None
+        raise EndpointError(f"the model at {model.base_url or model.spec or model.local} fails: {type(exc).__name__}: {exc}") from None
 
 
 def parse_schemes(spec: str | Sequence[str] | None) -> list[str]:
