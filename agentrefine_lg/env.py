@@ -59,6 +59,12 @@ class TextEnv(ABC):
         """The next action of the engine's own solver (gold path, bot, planner); None when done or unknown."""
         return None
 
+    def mistake(self, kind: str) -> str | None:
+        """A realistic mistake of ``kind`` (``place_error``, ``logic_error``; ``parameter_error``) in the current
+        state, confirmed against the engine, for error-injection evaluation; None when this engine cannot make
+        one (:mod:`agentrefine_lg.eval.injection` then builds parameter errors from the script alone)."""
+        return None
+
     def close(self) -> None:
         """Release engine resources (JVMs, subprocesses)."""
 

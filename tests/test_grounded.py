@@ -321,3 +321,21 @@ def test_textworld_env_speaks_the_env_contract(scripts, worlds):
         assert result.error is None
         steps += 1
     assert result.done and result.progress == 1.0 and steps >= 3
+
+
+@pytest.mark.parametrize("kind", ["parameter_error", "place_error", "logic_error"])
+def test_error_injection_on_a_grounded_world_is_flagged_as_its_kind_and_an_oracle_recovers(scripts, worlds, kind):
+    """issue 16's evaluation: a mistake of the named kind replaces the agent's action at step 2, the engine flags
+    it as that kind, and an agent that follows the engine's plan recovers (accepted, not the mistake again)."""
+    from agentrefine_lg.eval.agents import make_agent
+    from agentrefine_lg.eval.injection import InjectingModel, Injection, injection_outcome
+    from agentrefine_lg.refine_agent import run_env_episode
+
+    env = TextWorldEnv(scripts["treasure_hunter"], worlds)
+    injection = Injection(kind, step=2)
+    model = InjectingModel(inner=make_agent("oracle", env, seed=0), env=env, injection=injection)
+    result = run_env_episode(model, env, max_steps=30)
+    outcome = injection_outcome(result.turns, injection, model.injected, result.success)
+    assert model.injected and outcome["applied"], model.unavailable
+    assert kind in outcome["flags"]
+    assert outcome["recovered"] and not outcome["repeated"] and outcome["success_after"]

@@ -29,6 +29,10 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="OpenAI-compatible endpoint of a served model, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--api-key", help="API key (default: env AGENTREFINE_API_KEY / the provider's variable)")
     parser.add_argument("--agent", choices=["oracle", "random"], help="a built-in reference agent instead of a model")
+    parser.add_argument("--inject", metavar="KIND@STEP",
+                        help="error injection: at that model reply the agent's action is replaced by a mistake of "
+                             "KIND (parameter_error, place_error, logic_error); the summary gives recovery and "
+                             "repeat rates")
     parser.add_argument("--model-dir", help="a local model folder (e.g. training.sft's merged/) or alias, run "
                                             "in-process: no server needed")
     parser.add_argument("--tasks", default=DEFAULTS.tasks,
@@ -97,7 +101,7 @@ def cli_run(args: argparse.Namespace) -> int:
                        max_steps=args.max_steps, seed=args.seed, workers=args.workers,
                        perturb=args.perturb, embeddings=False if args.no_embeddings else "auto",
                        preflight=not args.no_preflight, label=args.label, model_path=args.model_path,
-                       agentboard_data=args.agentboard_data)
+                       agentboard_data=args.agentboard_data, inject=args.inject)
     from agentrefine_lg.eval.report import diversity_markdown, markdown_table, robustness_markdown
 
     print(markdown_table(summary))
@@ -106,6 +110,10 @@ def cli_run(args: argparse.Namespace) -> int:
     if summary.get("robustness"):
         print("\n" + robustness_markdown(summary["robustness"], short=True))
         written += f", {ROBUSTNESS_MD}, {ROBUSTNESS_JSON}, {PERTURBED_DIR}/<scheme>/"
+    if summary.get("injection"):
+        from agentrefine_lg.eval.injection import injection_markdown
+
+        print("\n" + injection_markdown(summary["injection"]))
     if summary.get("paper_comparison"):
         from agentrefine_lg.eval.paper_table import comparison_markdown
 

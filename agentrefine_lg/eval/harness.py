@@ -43,6 +43,7 @@ from typing import Any
 from agentrefine_lg.env import TextEnv
 from agentrefine_lg.errors import AgentRefineError, InputError
 from agentrefine_lg.eval.base import load_task, parse_names, parse_task_list, task_unavailable
+from agentrefine_lg.eval.injection import Injection
 from agentrefine_lg.eval.robustness import SCHEMES
 from agentrefine_lg.failures import is_unreachable
 from agentrefine_lg.jsonl import JsonlFile, append_jsonl
@@ -240,12 +241,15 @@ def _make_env(task: str, episode: int, seed: int, options: dict[str, Any] | None
 
 def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = _DEFAULTS.seed,
                 max_steps: int = _DEFAULTS.max_steps,
-                options: dict[str, Any] | None = None, perturb: str | None = None) -> dict[str, Any]:
+                options: dict[str, Any] | None = None, perturb: str | None = None,
+                inject: Injection | None = None) -> dict[str, Any]:
     """Run one episode and return its JSONL row (metrics + transcript). Raises on engine/model failure.
 
     ``perturb``: a scheme of :mod:`agentrefine_lg.eval.robustness`; the episode runs on the reworded env (the
     model and the built-in agents see only the reworded forms). When the scheme rewords none of the episode's
     templates the row is a no-op marker (``noop: true``, no metrics) and no model is called.
+    ``inject``: replace the agent's action at one step with a mistake (:mod:`agentrefine_lg.eval.injection`);
+    the row gains ``injection`` (recovered, repeated, flags, success after).
     """
     from agentrefine_lg.eval.metrics import episode_metrics
     from agentrefine_lg.refine_agent import run_env_episode
@@ -266,6 +270,10 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = _DEFAU
                 return {"task": task, "episode": episode, "seed": seed, "env": env.name, "model": model.label,
                         **extra, "noop": True, "elapsed_s": round(time.monotonic() - started, 3)}
         chat = model.build(env, seed=episode_seed(seed, task, episode))
+        if inject is not None:
+            from agentrefine_lg.eval.injection import InjectingModel
+
+            chat = InjectingModel(inner=chat, env=env, injection=inject, seed=episode_seed(seed, task, episode))
         tracked = _TrackedEnv(env, first_observation=first_obs)
         result = run_env_episode(chat, tracked, max_steps=max_steps)
         turns, steps, ended_at = result.turns, result.steps, None
@@ -273,6 +281,11 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = _DEFAU
             turns = _cut_at_engine_end(turns, tracked.over_at)
             ended_at = steps = sum(1 for t in turns if t.is_player)
         metrics = episode_metrics(turns, success=result.success, progress=result.progress, steps=steps)
+        if inject is not None:
+            from agentrefine_lg.eval.injection import injection_outcome
+
+            extra["injection"] = {**injection_outcome(turns, inject, chat.injected, result.success),
+                                  **({"unavailable": chat.unavailable} if chat.unavailable else {})}
         return {
             "task": task,
             "episode": episode,
@@ -292,11 +305,12 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = _DEFAU
 
 
 def _worker(task: str, episode: int, model: ModelSpec, seed: int, max_steps: int,
-            options: dict[str, Any] | None, perturb: str | None = None) -> tuple[str, dict[str, Any] | str]:
+            options: dict[str, Any] | None, perturb: str | None = None,
+            inject: Injection | None = None) -> tuple[str, dict[str, Any] | str]:
     """Process-pool entry: ('ok', row) | ('error', info) | ('endpoint', message). Never raises."""
     try:
         return "ok", run_episode(task, episode, model=model, seed=seed, max_steps=max_steps, options=options,
-                                 perturb=perturb)
+                                 perturb=perturb, inject=inject)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
         message = f"{type(exc).__name__}: {exc}"
         if is_unreachable(exc):
@@ -321,7 +335,7 @@ def _check_config(out: Path, config: dict[str, Any]) -> None:
         from agentrefine_lg.convert import load_json_file
 
         old = load_json_file(path)
-        keys = ("model", "seed", "max_steps", "options")
+        keys = ("model", "seed", "max_steps", "options", "inject")
         diff = [k for k in keys if old.get(k) != config.get(k)]
         if diff:
             raise InputError(
@@ -462,11 +476,14 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
              perturb: str | Sequence[str] | None = None, embeddings: bool | str = "auto",
              preflight: bool = True, log: Callable[[str], None] | None = None, label: str | None = None,
              model_path: str | None = None,
-             agentboard_data: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+             agentboard_data: str | os.PathLike[str] | None = None,
+             inject: Injection | str | None = None) -> dict[str, Any]:
     """Run (or resume) an evaluation; returns the summary (also written to ``out``).
 
     ``label`` says what the model is in titles and tables (tuned, base; default: the agent's name or the
     model's endpoint label); ``model_path`` names the weights behind an endpoint in the captions.
+    ``inject``: ``"KIND@STEP"`` or an :class:`~agentrefine_lg.eval.injection.Injection`: every episode gets
+    that mistake at that step, and the summary's ``injection`` block gives recovery and repeat rates.
     ``agentboard_data``: AgentBoard's ``data/`` folder; the tasks then run AgentBoard's own episodes and
     scoring (:mod:`agentrefine_lg.eval.agentboard`) and the report adds the paper's table beside the run.
 
@@ -483,6 +500,11 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
         raise InputError(f"--max-steps must be >= 1, got {max_steps}", field="max_steps")
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}", field="workers")
+    if isinstance(inject, str):
+        inject = Injection.parse(inject)
+    if inject is not None and schemes:
+        raise InputError("--inject and --perturb are separate studies: run them into separate --out folders",
+                         field="inject")
     if embeddings not in (True, False, "auto"):
         raise InputError(f"embeddings must be True, False or 'auto', got {embeddings!r}", field="embeddings")
     from tqdm.auto import tqdm
@@ -494,7 +516,7 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
     with lock_output_dir(out_dir, command="agentrefine eval"):  # one run appends to a folder at a time
         return _run_locked(names, schemes, episodes, model, out_dir, max_steps=max_steps, seed=seed, workers=workers,
                            options=options, embeddings=embeddings, preflight=preflight, log=log, label=label,
-                           model_path=model_path, agentboard_data=agentboard_data)
+                           model_path=model_path, agentboard_data=agentboard_data, inject=inject)
 
 
 def _plan_tasks(names: list[str], episodes: int, agentboard_counts: dict[str, int],
@@ -539,16 +561,17 @@ def _pending_jobs(out_dir: Path, runs: list[str | None], runnable: list[str], pe
 
 
 def _run_jobs(todo: list[tuple[str | None, str, int]], *, model: ModelSpec, seed: int, max_steps: int,
-              options: dict[str, dict[str, Any]], workers: int, handle: Callable[..., None]) -> None:
+              options: dict[str, dict[str, Any]], workers: int, handle: Callable[..., None],
+              inject: Injection | None = None) -> None:
     """Run the jobs in this process or in ``workers`` processes; ``handle(scheme, kind, payload)`` each result."""
     if workers == 1 or len(todo) <= 1:
         for scheme, task, ep in todo:
-            handle(scheme, *_worker(task, ep, model, seed, max_steps, options.get(task), scheme))
+            handle(scheme, *_worker(task, ep, model, seed, max_steps, options.get(task), scheme, inject))
         return
     # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task), scheme): scheme
+        futures = {pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task), scheme, inject): scheme
                    for scheme, task, ep in todo}
         try:
             for fut in cf.as_completed(futures):
@@ -588,7 +611,8 @@ def _perturbed_reports(out_dir: Path, schemes: list[str], names: list[str], epis
 def _run_locked(names: list[str], schemes: list[str], episodes: int, model: ModelSpec, out_dir: Path, *,
                 max_steps: int, seed: int, workers: int, options: dict[str, dict[str, Any]] | None,
                 embeddings: bool | str, preflight: bool, log: Callable[[str], None], label: str | None,
-                model_path: str | None, agentboard_data: str | os.PathLike[str] | None) -> dict[str, Any]:
+                model_path: str | None, agentboard_data: str | os.PathLike[str] | None,
+                inject: Injection | None = None) -> dict[str, Any]:
     """:func:`run_eval`'s work, with ``out_dir`` locked."""
     from agentrefine_lg.eval.metrics import summarize
     from agentrefine_lg.eval.report import write_report
@@ -603,7 +627,8 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
         data_dir = str(Path(agentboard_data).resolve())
         options = {**options, **{n: {**options.get(n, {}), "agentboard_data": data_dir} for n in names}}
     _check_config(out_dir, {"model": model.label, "seed": seed, "max_steps": max_steps, "tasks": names,
-                            "episodes": episodes, "options": options, "perturb": schemes})
+                            "episodes": episodes, "options": options, "perturb": schemes,
+                            **({"inject": str(inject)} if inject is not None else {})})
 
     runnable, unavailable, per_task = _plan_tasks(names, episodes, agentboard_counts, log)
     # one job list over the unperturbed run and every scheme: one worker pool, one preflight
@@ -634,7 +659,8 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
             f"{'success' if payload['success'] else 'fail'} progress={payload['progress']:.2f} "
             f"steps={payload['steps']} invalid={payload['invalid_actions']} format={payload['format_errors']}")
 
-    _run_jobs(todo, model=model, seed=seed, max_steps=max_steps, options=options, workers=workers, handle=handle)
+    _run_jobs(todo, model=model, seed=seed, max_steps=max_steps, options=options, workers=workers, handle=handle,
+              inject=inject)
     bar.close()  # not on an exception: the error says where the run stopped
 
     meta = {
@@ -654,6 +680,11 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
     summary = summarize(rows)
     summary.update(meta, errors=errors[None])
     summary["diversity"] = thought_diversity_block(rows, embeddings=embeddings)
+    if inject is not None:
+        from agentrefine_lg.eval.injection import summarize_injections
+
+        summary["injection"] = {"injection": str(inject),
+                                "kinds": summarize_injections(r["injection"] for r in rows if "injection" in r)}
 
     if schemes:
         summary["robustness"] = _perturbed_reports(out_dir, schemes, names, episodes, rows, meta, errors)
@@ -663,6 +694,11 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
 
         summary["paper_comparison"] = comparison_rows(summary)
     write_report(out_dir, summary, rows)
+    if inject is not None:
+        from agentrefine_lg.eval.injection import injection_markdown
+
+        with (out_dir / "summary.md").open("a", encoding="utf-8") as fh:
+            fh.write("\n" + injection_markdown(summary["injection"]) + "\n")
     if agentboard_counts:  # our section after issue 13's report: the paper's table beside this run
         with (out_dir / "summary.md").open("a", encoding="utf-8") as fh:
             fh.write("\n" + comparison_markdown(summary) + "\n")

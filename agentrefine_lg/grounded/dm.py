@@ -272,6 +272,28 @@ class TextWorldEnv(TextEnv):
             state = self._state()
         return state.policy[0] if state.policy and not state.won else None
 
+    def mistake(self, kind: str) -> str | None:
+        """The grounded Player's own mistakes of ``kind`` here, the first the DM judges as that kind."""
+        import random
+
+        from agentrefine_lg.grounded.player import logic_mistakes, parameter_mistakes, place_mistakes
+
+        with self.session.lock:
+            state = self._state()
+            if state.won or not state.policy:
+                return None
+            rng = random.Random(f"{self.name}|{len(self._applied)}|{kind}")
+            make = {"parameter_error": lambda: parameter_mistakes(self._script, state.policy[0], rng),
+                    "place_error": lambda: place_mistakes(self._script, state),
+                    "logic_error": lambda: logic_mistakes(self._script, state)}.get(kind)
+            if make is None:
+                return None
+            for candidate in sorted(make(), key=lambda m: m.priority):
+                verdict = judge(self._script, self.session, candidate.action, commit=False)
+                if verdict.kind == kind and not verdict.detail.get("lost"):
+                    return candidate.action
+        return None
+
 
 __all__ = [
     "INSTRUMENT_SLOTS",
