@@ -28,6 +28,9 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vllm-bin", help="vLLM executable (default: $AGENTREFINE_VLLM or vllm on PATH)")
     parser.add_argument("--device", default="cpu", help="transformers backend device (cpu, cuda:0, auto)")
     parser.add_argument("--print-command", action="store_true", help="vllm: print the command line and exit")
+    parser.add_argument("--no-batching", action="store_true",
+                        help="transformers backend: answer one request at a time (default: continuous batching of "
+                             "concurrent requests)")
     lim = ServeLimits()
     parser.add_argument("--max-request-bytes", type=int, default=lim.max_request_bytes,
                         help=f"transformers backend: largest request body (default {lim.max_request_bytes})")
@@ -57,7 +60,8 @@ def cli_run(args: argparse.Namespace) -> int:
     handle = start_server(args.model, backend=backend, adapter=args.adapter, port=args.port, host=args.host,
                           api_key=api_key, model_name=args.name, device=args.device,
                           tensor_parallel=args.tensor_parallel, vllm_bin=args.vllm_bin,
-                          limits=ServeLimits(args.max_request_bytes, args.max_prompt_tokens, args.max_tokens))
+                          limits=ServeLimits(args.max_request_bytes, args.max_prompt_tokens, args.max_tokens),
+                          batching=not args.no_batching)
     print(f"serving {handle.model_name!r} at {handle.base_url} ({handle.backend}); Ctrl-C stops it")
     print(f"export AGENTREFINE_BASE_URL={handle.base_url} AGENTREFINE_MODEL={handle.model_name} "
           f"AGENTREFINE_API_KEY={handle.api_key}", flush=True)
