@@ -387,6 +387,23 @@ def validate_chat_request(body: Any, limits: ServeLimits) -> dict[str, Any]:
     return body
 
 
+BATCH_SEQUENCES = 4
+"""Requests the CPU backend's batching keeps a full-length KV cache for at once."""
+
+
+def _cpu_batching_config(model_dir: str, limits: ServeLimits):
+    """A KV cache sized for :data:`BATCH_SEQUENCES` requests of the longest allowed length. Without it,
+    transformers sizes the paged cache to 90 % of free *device* memory, which on a CPU is the machine's RAM
+    (a tiny model's server took 14 GB)."""
+    from transformers import AutoConfig, ContinuousBatchingConfig
+
+    context = getattr(AutoConfig.from_pretrained(model_dir), "max_position_embeddings", None) or limits.max_prompt_tokens
+    per_request = min(int(context), limits.max_prompt_tokens + limits.max_tokens)
+    page = 256
+    return ContinuousBatchingConfig(page_size=page, num_blocks=math.ceil(BATCH_SEQUENCES * per_request / page) + 1,
+                                    max_batch_tokens=min(4096, BATCH_SEQUENCES * per_request))
+
+
 def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dtype: str, batching: bool = True,
                limits: ServeLimits | None = None):
     """The ASGI app on transformers-serve parts (see the module docstring for what differs and why)."""
@@ -405,11 +422,13 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
     logging.getLogger("transformers.cli.serving").setLevel(logging.ERROR)
     logging.getLogger("transformers.generation.configuration_utils").setLevel(logging.ERROR)
     # Continuous batching (transformers' paged-attention scheduler): concurrent requests share forward passes
-    # instead of queueing on one generate at a time (4 concurrent requests: 2.1x the requests/s of one on the
-    # tiny model, 2 cores at load 1.2; without it 0.8x; benchmarks/serving_concurrency.py).
+    # instead of queueing on one generate at a time (4 concurrent requests: 1.6x the requests/s of one on the
+    # tiny model, 2 cores at load 1.1; without it 1.2x; benchmarks/serving_concurrency.py).
     manager = ModelManager(device=device, dtype=dtype, force_model=model_dir, model_timeout=-1,
                            continuous_batching=batching)
-    state = GenerationState(continuous_batching=batching)
+    limits = limits or ServeLimits()
+    state = GenerationState(continuous_batching=batching,
+                            cb_config=_cpu_batching_config(model_dir, limits) if batching and device == "cpu" else None)
 
     class Handler(ChatCompletionHandler):
         def _resolve_model(self, body: dict):  # public name -> the pinned local folder
@@ -422,7 +441,6 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
 
     handler = Handler(model_manager=manager, generation_state=state)
 
-    limits = limits or ServeLimits()
     log = logging.getLogger("agentrefine.serve")
 
     def prompt_tokens(body: dict) -> tuple[int, int | None]:

@@ -6,9 +6,10 @@ without continuous batching (``agentrefine serve --no-batching``).
 The model is the tiny local one unless ``--model`` names a folder. Each request: a ~300-token system prompt and
 a short user turn, greedy, ``max_tokens`` new tokens. Prints the ratios and the machine's load.
 
-Measured (2 cores, load about 1.2, the tiny model, 48 tokens): continuous batching 13.2 -> 27.8 requests/s
-(ratio 2.10); one at a time 16.7 -> 13.6 (ratio 0.81). Greedy replies were identical with and without batching
-(4 prompts, the quickstart's tuned model). The issue's goal is about whole episodes (4 concurrent episodes >= 2.5x
+Measured (2 cores, load about 1.1, the tiny model, 48 tokens): continuous batching 14.7 -> 23.8 requests/s
+(ratio 1.62); one at a time 15.7 -> 18.4 (ratio 1.17). Greedy replies were identical with and without batching
+(4 prompts, the quickstart's tuned model). The KV cache is sized for 4 full-length requests: the server of the
+tiny model peaked at 811 MiB (transformers' own sizing, 90 % of free memory, took 14 GB on this CPU machine). The issue's goal is about whole episodes (4 concurrent episodes >= 2.5x
 the steps/s of one), which this does not measure yet.
 """
 

@@ -260,3 +260,17 @@ def test_cli_serves_until_interrupted(tiny_model: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cpu_batching_keeps_a_kv_cache_for_a_few_requests_not_the_machines_memory(tmp_path):
+    """transformers sizes its paged cache to 90 % of free device memory: on a CPU, the whole RAM (14 GB once)."""
+    from transformers import AutoConfig
+
+    from agentrefine_lg.serve import BATCH_SEQUENCES, ServeLimits, _cpu_batching_config
+    from training.tiny import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tiny")
+    context = AutoConfig.from_pretrained(folder).max_position_embeddings
+    config = _cpu_batching_config(str(folder), ServeLimits(max_prompt_tokens=1000, max_tokens=24))
+    tokens = config.num_blocks * config.page_size
+    assert BATCH_SEQUENCES * min(context, 1024) <= tokens <= BATCH_SEQUENCES * min(context, 1024) + config.page_size
