@@ -139,7 +139,11 @@ def test_resuming_perturbed_runs_adds_no_duplicates_and_runs_only_what_is_missin
     synonym.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed mid-write
     ran = []
     real = harness._worker
-    monkeypatch.setattr(harness, "_worker", lambda task, ep, *a: ran.append((a[-1], ep)) or real(task, ep, *a))
+    def worker(task, ep, model, seed, max_steps, options, scheme=None, inject=None):
+        ran.append((scheme, ep))
+        return real(task, ep, model, seed, max_steps, options, scheme, inject)
+
+    monkeypatch.setattr(harness, "_worker", worker)
     summary = run_eval(perturb="synonym,reorder", **kw)
     assert sorted(ran) == [("reorder", 0), ("reorder", 1), ("synonym", before_syn[1]["episode"])]
     assert read_rows(tmp_path / "episodes.jsonl") == before_base

@@ -160,7 +160,8 @@ def test_a_second_run_on_the_same_folder_says_so_and_exits(tmp_path):
     persona_file = tmp_path / "personas.txt"
     persona_file.write_text("\n".join(p.text for p in personas(20)) + "\n")
     out = tmp_path / "run"
-    with FakeOpenAIServer(latency=0.05) as server:
+    # 8 personas x 2 calls x 0.4 s: the first run is still going while the second one starts (imports take seconds).
+    with FakeOpenAIServer(latency=0.4) as server:
         first = subprocess.Popen(_synth(out, server.base_url, persona_file, 8, "--concurrency", "1"), env=ENV,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _wait_for(lambda: len(_lines(out / "samples.jsonl")) >= 1, proc=first)
