@@ -109,7 +109,7 @@ def format_assistant(thought: str | None, action: str | None) -> str:
     return AGENT_TURN.format(thought=(thought or "").strip(), action=(action or "").strip())
 
 
-def _tool_schema(tool: Any) -> dict[str, Any]:
+def tool_schema(tool: Any) -> dict[str, Any]:
     """OpenAI function schema ``{"name", "description", "parameters"}`` of any tool-like object."""
     from langchain_core.utils.function_calling import convert_to_openai_tool
 
@@ -123,7 +123,7 @@ def tools_prompt(tools: Sequence[Any]) -> str:
     so a served tuned model sees its tools exactly as it was trained to."""
     lines = []
     for tool in tools:
-        schema = _tool_schema(tool)
+        schema = tool_schema(tool)
         args = ", ".join((schema.get("parameters") or {}).get("properties") or {})
         description = " ".join((schema.get("description") or "").split())
         lines.append(TOOL_LINE.format(name=schema["name"], args=args, description=description))
@@ -149,7 +149,7 @@ def content_text(content: Any) -> str:
 
 _FENCE = re.compile(r"^\s*```[\w+-]*\s*$")
 # "Action:", "**Action:**", "action :", "ACTION：" (full-width colon); not "Action Input:".
-_ACTION_LINE = re.compile(r"^\s*[*_#>\s]*action[*_]*\s*[:：][*_]*\s*(?P<rest>.*)$", re.IGNORECASE)
+ACTION_LINE = re.compile(r"^\s*[*_#>\s]*action[*_]*\s*[:：][*_]*\s*(?P<rest>.*)$", re.IGNORECASE)
 _ACTION_INPUT = re.compile(r"^\s*[*_]*action\s+input[*_]*\s*[:：][*_]*\s*(?P<rest>.*)$", re.IGNORECASE)
 _THOUGHT_LABEL = re.compile(r"^\s*[*_#>\s]*thought[*_]*\s*[:：][*_]*\s*", re.IGNORECASE)
 _STOP_LINE = re.compile(r"^\s*(observation|thought)\s*[:：]", re.IGNORECASE)
@@ -190,12 +190,12 @@ def parse_action(text: str | None) -> ParsedAction:
     lines = [line for line in text.replace("\r\n", "\n").split("\n") if not _FENCE.match(line)]
     idx = None
     for i, line in enumerate(lines):
-        if _ACTION_LINE.match(line):
+        if ACTION_LINE.match(line):
             idx = i
     if idx is None:
         thought = _THOUGHT_LABEL.sub("", "\n".join(lines)).strip() or None
         return ParsedAction(thought, None, "no Action: line")
-    action = _ACTION_LINE.match(lines[idx]).group("rest")  # type: ignore[union-attr]
+    action = ACTION_LINE.match(lines[idx]).group("rest")  # type: ignore[union-attr]
     after = lines[idx + 1:]
     if not action.strip():
         for line in after:
@@ -217,7 +217,7 @@ def parse_action(text: str | None) -> ParsedAction:
     for j, line in enumerate(before):
         if _THOUGHT_LABEL.match(line):
             start = j
-    end = next((j for j in range(start, idx) if _ACTION_LINE.match(before[j])), idx)
+    end = next((j for j in range(start, idx) if ACTION_LINE.match(before[j])), idx)
     thought_text = "\n".join(before[start:end])
     thought = _THOUGHT_LABEL.sub("", thought_text, count=1).strip() or None
     if not action:

@@ -68,11 +68,11 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 # The trained format (system prompt, Thought/Action, parsing) lives in agent_format; re-exported here.
 from agentrefine_lg.agent_format import (
-    _ACTION_LINE,
+    ACTION_LINE,
     ParsedAction,
-    _tool_schema,
     content_text,
     parse_action,
+    tool_schema,
     tools_prompt,
     tools_system_prompt,
 )
@@ -183,7 +183,7 @@ def parse_tool_call(action: str, tools: Sequence[Any]) -> ParsedCall:
     word as the name; ``finish[...]`` (when no tool is called that) gives ``finish=True`` with ``args
     {"answer": ...}``.
     """
-    schemas = [_tool_schema(t) for t in tools]
+    schemas = [tool_schema(t) for t in tools]
     by_name = {s["name"]: s for s in schemas}
     action = action.strip()
     name, rest = _split_head(action, list(by_name))
@@ -265,7 +265,7 @@ def to_tuned_messages(messages: Sequence[BaseMessage], *, observation_prefix: st
         elif isinstance(message, AIMessage) and message.tool_calls:
             raw = (message.response_metadata or {}).get("agentrefine", {}).get("raw")
             text = raw or content_text(message.content)
-            if not any(_ACTION_LINE.match(line) for line in (text or "").splitlines()):
+            if not any(ACTION_LINE.match(line) for line in (text or "").splitlines()):
                 call = message.tool_calls[0]
                 thought = (text or "").strip()
                 text = f"Thought: {thought}\nAction: {format_tool_call(call['name'], call.get('args') or {})}"

@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from agentrefine_lg.errors import AgentRefineError
-from agentrefine_lg.eval.report import _ci, _pct, model_caption  # the same formatting as the eval reports
+from agentrefine_lg.eval.report import (  # the same formatting as the eval reports
+    format_ci,
+    format_pct,
+    model_caption,
+)
 
 CLI = [sys.executable, "-m", "agentrefine_lg.cli"]
 DEFAULT_TASKS = "babyai,pddl,alfworld,jericho"
@@ -223,7 +227,7 @@ def _follow(proc: subprocess.Popen, log: Path, desc: str) -> int:
         time.sleep(0.3)
 
 
-def _scrub(logs: Path, secret: str) -> None:
+def scrub_logs(logs: Path, secret: str) -> None:
     """Replace the run's API key in the stage logs (``agentrefine serve`` prints it for copy-pasting)."""
     if not secret:
         return
@@ -277,9 +281,9 @@ def eval_figure(eval_dir: Path) -> str:
     summary = json.loads((eval_dir / "summary.json").read_text())
     overall = summary.get("overall") or {}
     unavailable = summary.get("unavailable") or {}
-    text = (f"success {_pct(overall.get('success_rate_task_mean'))}%, progress "
-            f"{_pct(overall.get('progress_rate_task_mean'))}%, invalid actions {_pct(overall.get('invalid_action_rate'))}%, "
-            f"format errors {_pct(overall.get('format_error_rate'))}% ({overall.get('episodes', 0)} episodes)")
+    text = (f"success {format_pct(overall.get('success_rate_task_mean'))}%, progress "
+            f"{format_pct(overall.get('progress_rate_task_mean'))}%, invalid actions {format_pct(overall.get('invalid_action_rate'))}%, "
+            f"format errors {format_pct(overall.get('format_error_rate'))}% ({overall.get('episodes', 0)} episodes)")
     return text + (f"; unavailable: {', '.join(unavailable)}" if unavailable else "")
 
 
@@ -469,10 +473,10 @@ def write_report(plan: Plan, timings: dict[str, float], total_s: float, args: ar
         for name, _ in MODELS:
             row = evals[name]["tasks"].get(task)
             if row:
-                lines.append(f"| {task} | {name} | {_pct(row['success_rate'])}{_ci(row.get('success_rate_ci'))} | "
-                             f"{_pct(row['progress_rate'])}{_ci(row.get('progress_rate_ci'))} | "
-                             f"{_pct(row['invalid_action_rate'])} | {_pct(row['format_error_rate'])} | "
-                             f"{_pct(row['repeated_mistake_rate'])} |")
+                lines.append(f"| {task} | {name} | {format_pct(row['success_rate'])}{format_ci(row.get('success_rate_ci'))} | "
+                             f"{format_pct(row['progress_rate'])}{format_ci(row.get('progress_rate_ci'))} | "
+                             f"{format_pct(row['invalid_action_rate'])} | {format_pct(row['format_error_rate'])} | "
+                             f"{format_pct(row['repeated_mistake_rate'])} |")
     unavailable = {k: v for summ in evals.values() for k, v in (summ.get("unavailable") or {}).items()}
     for task, why in unavailable.items():
         lines.append(f"| {task} | – | unavailable: {why} | | | | |")

@@ -151,7 +151,7 @@ async def _commit(samples: _Appender, ledger: _Appender) -> None:
         await asyncio.to_thread(write)
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: Path, obj: Any) -> None:
     from agentrefine_lg.outputs import atomic_output
 
     with atomic_output(path) as handle:
@@ -363,10 +363,10 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
 
     todo: Iterator[Persona] = (p for p in personas if in_shard(p.id, shard) and p.id not in skip)
     manifest = dict(manifest or {})
-    runs = list(_read_manifest(out).get("runs", []))
+    runs = list(read_manifest(out).get("runs", []))
     runs.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "resumed_with": len(samples), **manifest.get("run", {})})
     manifest["runs"] = runs
-    _write_json_atomic(out / MANIFEST, {**manifest, "status": "running"})
+    write_json_atomic(out / MANIFEST, {**manifest, "status": "running"})
 
     sample_file, ledger_file = _Appender(out / SAMPLES), _Appender(out / LEDGER)
     recovered = _lost_ledger_rows(samples, ledger)
@@ -466,14 +466,14 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
         summary = summarize(samples, ledger, prices)
         status = ("complete" if counters["accepted"] >= n else "stopped" if stopped
                   else "exhausted" if exhausted else "interrupted")
-        _write_json_atomic(out / MANIFEST, {**manifest, "status": status, **({"stopped": stopped} if stopped else {}),
+        write_json_atomic(out / MANIFEST, {**manifest, "status": status, **({"stopped": stopped} if stopped else {}),
                                             "counts": {
             "target": n, "accepted_in_shard": counters["accepted"], "new_accepted": new_acc, "new_rejected": new_rej,
             "crashed": counters["crashed"]}, "summary": summary})
     return RunResult(summary, new_acc, new_rej, counters["crashed"], exhausted)
 
 
-def _read_manifest(out: Path) -> dict[str, Any]:
+def read_manifest(out: Path) -> dict[str, Any]:
     try:
         return json.loads((out / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError):
@@ -518,8 +518,8 @@ def _merge_locked(dirs: list[Path], out: Path, prices: dict[str, tuple[float, fl
         for row in ledger:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     summary = summarize(samples, ledger, prices)
-    _write_json_atomic(out / MANIFEST, {"merged_from": [str(d) for d in dirs],
-                                        "shards": [_read_manifest(d).get("shard") for d in dirs],
+    write_json_atomic(out / MANIFEST, {"merged_from": [str(d) for d in dirs],
+                                        "shards": [read_manifest(d).get("shard") for d in dirs],
                                         "status": "merged", "summary": summary})
     return summary
 

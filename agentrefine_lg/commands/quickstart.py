@@ -13,10 +13,10 @@ from agentrefine_lg.quickstart import (
     DEFAULT_TASKS,
     STAGE_NAMES,
     Stages,
-    _scrub,
     build_plan,
     check_figure,
     eval_figure,
+    scrub_logs,
     show,
     synth_figure,
     train_figure,
@@ -78,7 +78,7 @@ def cli_run(args: argparse.Namespace) -> int:
                 stop_process(server)
         stages.run("eval oracle", plan.eval_oracle, lambda log: eval_figure(eval_dir / "oracle"))
     finally:
-        _scrub(stages.logs, plan.api_key)
+        scrub_logs(stages.logs, plan.api_key)
     total = time.perf_counter() - started
     t0 = time.perf_counter()
     report = write_report(plan, stages.timings, total, args)

@@ -16,12 +16,12 @@ from agentrefine_lg.errors import InputError
 from agentrefine_lg.personas import load_personas
 from agentrefine_lg.runner import (
     MANIFEST,
-    _read_manifest,
-    _write_json_atomic,
     format_summary,
     merge_shards,
     parse_shard,
+    read_manifest,
     run_synthesis,
+    write_json_atomic,
 )
 from agentrefine_lg.synthesis import SynthesisSettings, create_synthesis_graph, recursion_limit
 from agentrefine_lg.teachers import GROUNDED_MAX_TURNS, build_teacher
@@ -108,7 +108,7 @@ def cli_run(args: argparse.Namespace) -> int:
         "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
         "run": {"teacher": teacher.name, "mode": teacher.mode, "n": args.n, "concurrency": args.concurrency},
     }
-    previous = _read_manifest(Path(args.out))
+    previous = read_manifest(Path(args.out))
     if previous.get("teacher") and (previous.get("teacher"), previous.get("mode")) != (teacher.name, teacher.mode):
         print(f"agentrefine synthesize: note: {args.out} was started with teacher {previous.get('teacher')!r} "
               f"({previous.get('mode')}); this run adds samples from {teacher.name!r} ({teacher.mode})", file=sys.stderr)
@@ -123,9 +123,9 @@ def cli_run(args: argparse.Namespace) -> int:
         return 143
     stats = {getattr(r, "name", "?"): getattr(r, "stats", None) for r in teacher.roles if getattr(r, "stats", None)}
     if stats:
-        manifest_now = _read_manifest(Path(args.out))
+        manifest_now = read_manifest(Path(args.out))
         manifest_now["role_stats"] = {f"{type(r).__name__}": r.stats for r in teacher.roles if getattr(r, "stats", None)}
-        _write_json_atomic(Path(args.out) / MANIFEST, manifest_now)
+        write_json_atomic(Path(args.out) / MANIFEST, manifest_now)
     if result.new_accepted == 0 and result.new_rejected == 0 and result.crashed == 0 and not result.exhausted:
         print(f"agentrefine synthesize: nothing to do: {args.out} already holds {result.summary['accepted']} accepted "
               f"sample(s) for --n {args.n} (raise --n to add more); its summary:")

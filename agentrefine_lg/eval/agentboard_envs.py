@@ -243,14 +243,14 @@ class ABSciWorldEnv(TextEnv):
     ``agentboard/environment/scienceworld_env.py`` does: subgoal regexes / n, done when all matched."""
 
     def __init__(self, episode: Episode, *, heap: str | None = "512m", **options: Any):
-        from agentrefine_lg.eval.sciworld import _start_jvm
+        from agentrefine_lg.eval.sciworld import start_jvm
 
         if options:
             raise TypeError(f"AgentBoard sciworld: unknown options {sorted(options)}")
         self.episode = episode
         self.task, self.var = episode.info["env_name"], episode.info["var"]
         self.name = f"agentboard/sciworld/{self.task}/{self.var}"
-        self._sw = _start_jvm(heap)
+        self._sw = start_jvm(heap)
         self._closed = False
         try:
             # the gold path is for our oracle only; it does not change the episode

@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 
-def _pct(value: float | None) -> str:
+def format_pct(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
-def _ci(values: Sequence[float] | None) -> str:
+def format_ci(values: Sequence[float] | None) -> str:
     if not values:
         return ""
     low, high = values
-    return f" [{_pct(low)}, {_pct(high)}]"
+    return f" [{format_pct(low)}, {format_pct(high)}]"
 
 
 def task_label(task: str, info: Mapping[str, Any] | None = None) -> str:
@@ -52,18 +52,18 @@ def markdown_table(summary: Mapping[str, Any]) -> str:
     for task, agg in summary.get("tasks", {}).items():
         s2s = agg.get("steps_to_success")
         lines.append(
-            f"| {task_label(task, info.get(task))} | {agg['episodes']} | {_pct(agg['success_rate'])}"
-            f"{_ci(agg.get('success_rate_ci'))} | {_pct(agg['progress_rate'])}{_ci(agg.get('progress_rate_ci'))} "
-            f"| {_pct(agg['invalid_action_rate'])} | {_pct(agg['format_error_rate'])} "
-            f"| {_pct(agg['repeated_mistake_rate'])} | {'–' if s2s is None else f'{s2s:.1f}'} |")
+            f"| {task_label(task, info.get(task))} | {agg['episodes']} | {format_pct(agg['success_rate'])}"
+            f"{format_ci(agg.get('success_rate_ci'))} | {format_pct(agg['progress_rate'])}{format_ci(agg.get('progress_rate_ci'))} "
+            f"| {format_pct(agg['invalid_action_rate'])} | {format_pct(agg['format_error_rate'])} "
+            f"| {format_pct(agg['repeated_mistake_rate'])} | {'–' if s2s is None else f'{s2s:.1f}'} |")
     overall = summary.get("overall")
     if overall and overall.get("episodes"):
         s2s = overall.get("steps_to_success")
         lines.append(
             f"| **overall** (mean of tasks) | {overall['episodes']} | "
-            f"{_pct(overall.get('success_rate_task_mean'))} | {_pct(overall.get('progress_rate_task_mean'))} "
-            f"| {_pct(overall['invalid_action_rate'])} | {_pct(overall['format_error_rate'])} "
-            f"| {_pct(overall['repeated_mistake_rate'])} | "
+            f"{format_pct(overall.get('success_rate_task_mean'))} | {format_pct(overall.get('progress_rate_task_mean'))} "
+            f"| {format_pct(overall['invalid_action_rate'])} | {format_pct(overall['format_error_rate'])} "
+            f"| {format_pct(overall['repeated_mistake_rate'])} | "
             f"{'–' if s2s is None else f'{s2s:.1f}'} |")
     notes = ["- Success and progress: mean over episodes, 95% Wilson score interval in brackets (it stays wide "
              "for few episodes). Invalid action, format error, repeated mistake: per step, pooled."]

@@ -152,7 +152,7 @@ def make_env(episode: int, seed: int = 0, *, tasks: Sequence[str] | None = None,
                        episode=episode)
 
 
-def _start_jvm(heap: str | None) -> Any:
+def start_jvm(heap: str | None) -> Any:
     """Start ScienceWorld's JVM with a capped heap (the package's launcher takes no JVM options)."""
     from scienceworld import ScienceWorldEnv
 
@@ -176,7 +176,7 @@ class SciWorldEnv(TextEnv):
     def __init__(self, task: str, *, variation: int | None = None, variation_pick: int = 0, split: str = "test",
                  simplifications: str = "easy", heap: str | None = "512m", max_listed_valid: int = 150,
                  episode: int = 0):
-        self._sw = _start_jvm(heap)
+        self._sw = start_jvm(heap)
         try:
             names = list(self._sw.get_task_names())
             if task not in names:
