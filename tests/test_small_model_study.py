@@ -1,5 +1,6 @@
-"""examples/small_model_study/run.py: the plan of the four-arm study, its resume logic, the clean-data generator
-and the results table/plot (fast: stages are stubbed; only the data test runs a real TextWorld game)."""
+"""The method study (examples/small_model_study/run.py) and the library parts it is built from: world-split data,
+the from-scratch student, paired statistics over worlds, the grounded-worlds evaluation task and the batched
+in-process model. The whole study end to end at ``--quick`` size is a slow test."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import importlib.util
 import json
 import math
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -38,246 +40,287 @@ def option(cmd, name):
 # ---------------------------------------------------------------------------------------------- the plan
 
 
-def test_plan_has_the_four_arms_and_trains_all_but_base(study, tmp_path):
-    cfg = config(study, tmp_path)
-    assert cfg.arms == ("base", "bc", "refine", "refine_nomask")
+def test_plan_builds_the_student_then_trains_and_evaluates_every_arm_and_seed(study, tmp_path):
+    cfg = config(study, tmp_path, "--seeds", "0,1,2")
     names = [s.name for s in study.build_plan(cfg)]
-    assert names == ["data", "train bc s0", "train refine s0", "train refine_nomask s0",
-                     "eval base s0", "eval bc s0", "eval refine s0", "eval refine_nomask s0", "report"]
-    assert study.served_model(cfg, "base", 0) == "gemma-3-270m"
-    assert study.served_model(cfg, "refine", 0) == str(cfg.out / "train" / "refine-s0" / "merged")
+    assert names[:2] == ["data", "student"] and names[-1] == "report"
+    for seed in (0, 1, 2):
+        for arm in ("bc", "refine", "refine_nomask"):
+            assert f"train {arm} s{seed}" in names and f"eval {arm} s{seed}" in names
+    assert len(names) == 2 + 2 * 9 + 1
 
 
-def test_trained_arms_get_the_same_budget_and_differ_only_in_data_and_masking(study, tmp_path):
-    cfg = config(study, tmp_path, "--n-train", "10", "--epochs", "3", "--batch-size", "2", "--seeds", "7")
-    cmds = {arm: study.train_command(cfg, arm, 7) for arm in ("bc", "refine", "refine_nomask")}
+def test_arms_differ_only_in_data_and_masking_and_train_from_scratch_by_default(study, tmp_path):
+    cfg = config(study, tmp_path)
+    cmds = {arm: study.train_command(cfg, arm, 0) for arm in study.ARMS}
     assert option(cmds["bc"], "--data").endswith("clean.jsonl")
     assert option(cmds["refine"], "--data") == option(cmds["refine_nomask"], "--data")
     assert option(cmds["refine"], "--data").endswith("refine.jsonl")
     assert "--no_mask" in cmds["refine_nomask"] and "--no_mask" not in cmds["refine"] + cmds["bc"]
-    for cmd in cmds.values():
-        assert option(cmd, "--max_steps") == "15"  # 3 epochs x ceil(10 / 2): identical optimizer steps per arm
-        assert option(cmd, "--seed") == "7"
-        assert option(cmd, "--max_length") == "1024"
-        assert option(cmd, "--model") == "gemma-3-270m"
-        targets = cmd[cmd.index("--lora_target_modules") + 1:]
-        assert {"q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= set(targets)
-        assert option(cmd, "--use_cpu") == "true"
-
-    def neutral(cmd):  # everything but what must differ between arms
-        out, skip = [], False
-        for i, word in enumerate(cmd):
-            if skip:
-                skip = False
-                continue
-            if word in ("--data", "--output_dir"):
-                skip = True
-                continue
-            if word != "--no_mask":
-                out.append(word)
-        return out
-
-    assert neutral(cmds["bc"]) == neutral(cmds["refine"]) == neutral(cmds["refine_nomask"])
-    with pytest.raises(ValueError):
-        study.train_command(cfg, "base", 7)
+    strip = lambda c: [x for x in c if x not in ("--no_mask",) and not x.endswith(".jsonl") and "/train/" not in x]
+    assert strip(cmds["bc"]) == strip(cmds["refine"]) == strip(cmds["refine_nomask"])
+    assert option(cmds["bc"], "--method") == "full" and option(cmds["bc"], "--model").endswith("student")
+    assert cmds["bc"][1:3] == ["-m", "training.sft"]  # the users' training command, not a loop of our own
 
 
-def test_cuda_device_leaves_device_choice_to_trl_and_cpu_hides_gpus(study, tmp_path):
-    cpu = config(study, tmp_path)
-    cuda, _ = study.parse_args(["--out", str(tmp_path / "c"), "--device", "cuda"])
-    assert "--use_cpu" not in study.train_command(cuda, "refine", 0)
-    assert study.child_env(cpu)["CUDA_VISIBLE_DEVICES"] == ""
-    assert "CUDA_VISIBLE_DEVICES" not in study.child_env(cuda) or study.child_env(cuda)["CUDA_VISIBLE_DEVICES"] != ""
+def test_a_pretrained_model_is_tuned_with_lora_and_needs_no_student(study, tmp_path):
+    cfg = config(study, tmp_path, "--model", "gemma-3-270m")
+    cmd = study.train_command(cfg, "refine", 0)
+    assert option(cmd, "--method") == "lora" and option(cmd, "--model") == "gemma-3-270m"
+    assert "student" not in [s.name for s in study.build_plan(cfg)]
 
 
-def test_seeds_replicate_every_arm(study, tmp_path):
-    cfg = config(study, tmp_path, "--seeds", "0,1", "--arms", "base,refine")
-    names = [s.name for s in study.build_plan(cfg)]
-    assert names == ["data", "train refine s0", "train refine s1", "eval base s0", "eval refine s0",
-                     "eval base s1", "eval refine s1", "report"]
+def test_quick_is_a_small_run_of_every_stage(study, tmp_path):
+    cfg = config(study, tmp_path, "--quick")
+    assert cfg.n_train < 50 and cfg.seeds == (0,)
+    assert [s.kind for s in study.build_plan(cfg)].count("eval") == 3
 
 
 @pytest.mark.parametrize("argv, field", [
-    (["--arms", "base,sft"], "arms"),
-    (["--kinds", "cooking"], "kinds"),
+    (["--arms", "bc,nonsense"], "arms"),
+    (["--kinds", "custom", "--unseen-kind", "custom"], "unseen_kind"),
+    (["--kinds", "dragons"], "kinds"),
     (["--n-train", "0"], "n_train"),
-    (["--tasks", "chess"], "tasks"),
     (["--seeds", "a"], "seeds"),
+    (["--inject-step", "9", "--max-steps", "8"], "inject_step"),
 ])
 def test_bad_options_are_refused_by_name(study, tmp_path, argv, field):
     with pytest.raises(InputError) as err:
-        study.parse_args(["--out", str(tmp_path), *argv])
+        config(study, tmp_path, *argv)
     assert err.value.field == field
 
 
-# ---------------------------------------------------------------------------------------------- resume
-
-
-def fake_episode(task, episode, *, success, steps, fmt=0, invalid=0, repeated=0, progress=None):
-    return {"task": task, "episode": episode, "success": success, "steps": steps, "format_errors": fmt,
-            "invalid_actions": invalid, "repeated_mistakes": repeated,
-            "progress": (1.0 if success else 0.25) if progress is None else progress}
-
-
-class FakeStages:
-    """Stub stages that write exactly the outputs the done checks look for, and record their calls."""
-
-    def __init__(self, study):
-        self.study, self.calls = study, []
-
-    def data(self, cfg, log=print):
-        self.calls.append("data")
-        folder = self.study.data_dir(cfg)
-        folder.mkdir(parents=True, exist_ok=True)
-        for d in self.study.DATASETS:
-            self.study.data_file(cfg, d).write_text("{}\n")
-        (folder / "manifest.json").write_text(json.dumps({"config": cfg.data_fingerprint()}))
-
-    def train(self, cfg, stage, log=print):
-        self.calls.append(stage.name)
-        stage.out.mkdir(parents=True, exist_ok=True)
-        (stage.out / "study_command.json").write_text(json.dumps(self.study._portable(stage.command)))
-        (stage.out / "train_log.json").write_text(json.dumps({"train_rows": cfg.n_train, "steps": []}))
-        (stage.out / "merged").mkdir(exist_ok=True)
-        (stage.out / "merged" / "config.json").write_text("{}")
-
-    def eval(self, cfg, stage, log=print):
-        self.calls.append(stage.name)
-        stage.out.mkdir(parents=True, exist_ok=True)
-        with (stage.out / "episodes.jsonl").open("w") as fh:
-            for task in cfg.tasks:
-                for e in range(self.study.expected_episodes(task, cfg.episodes)):
-                    fh.write(json.dumps(fake_episode(task, e, success=e % 2 == 0, steps=4, fmt=1)) + "\n")
-        (stage.out / "summary.json").write_text("{}")
-
-    def runners(self):
-        return self.study.Runners(data=self.data, train=self.train, eval=self.eval)
-
-
-def test_a_rerun_skips_finished_stages_and_redoes_only_missing_ones(study, tmp_path):
-    cfg = config(study, tmp_path, "--episodes", "2")
-    stages = FakeStages(study)
-    quiet = lambda m: None
-    study.run_study(cfg, stages.runners(), log=quiet)
-    assert stages.calls == ["data", "train bc s0", "train refine s0", "train refine_nomask s0",
-                            "eval base s0", "eval bc s0", "eval refine s0", "eval refine_nomask s0"]
-    assert (cfg.out / "report.md").is_file() and (cfg.out / "study.png").is_file()
-
-    stages.calls.clear()
-    study.run_study(cfg, stages.runners(), log=quiet)
-    assert stages.calls == []  # everything done: only the report is rewritten
-
-    # an interrupted evaluation (an episode missing) and a lost merged model are redone, nothing else
-    path = study.eval_dir(cfg, "refine", 0) / "episodes.jsonl"
-    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))
-    (study.train_dir(cfg, "bc", 0) / "merged" / "config.json").unlink()
-    study.run_study(cfg, stages.runners(), log=quiet)
-    assert stages.calls == ["train bc s0", "eval refine s0"]
-    timings = json.loads((cfg.out / "timings.json").read_text())
-    assert timings["eval refine s0"]["status"] == "ran" and timings["data"]["status"] == "ran"
-
-
-def test_more_episodes_later_reopens_only_the_evaluations(study, tmp_path):
-    cfg = config(study, tmp_path, "--episodes", "1")
-    stages = FakeStages(study)
-    study.run_study(cfg, stages.runners(), log=lambda m: None)
-    stages.calls.clear()
-    more = config(study, tmp_path, "--episodes", "3")
-    study.run_study(more, stages.runners(), log=lambda m: None)
-    assert stages.calls == ["eval base s0", "eval bc s0", "eval refine s0", "eval refine_nomask s0"]
-
-
-def test_other_settings_in_the_same_out_folder_are_refused(study, tmp_path):
-    cfg = config(study, tmp_path)
-    stages = FakeStages(study)
-    study.run_study(cfg, stages.runners(), log=lambda m: None)
-    with pytest.raises(InputError, match="other settings"):
-        study.run_study(config(study, tmp_path, "--n-train", "5"), stages.runners(), log=lambda m: None)
-    with pytest.raises(InputError, match="another command"):
-        study.run_study(config(study, tmp_path, "--learning-rate", "1e-4"), stages.runners(), log=lambda m: None)
-
-
-def test_dry_run_prints_every_stage_with_its_status(study, tmp_path, capsys):
+def test_dry_run_lists_every_stage_with_its_status(study, tmp_path, capsys):
     assert study.main(["--out", str(tmp_path / "s"), "--device", "cpu", "--dry-run"]) == 0
-    text = capsys.readouterr().out
-    assert text.count("[todo]") == 9
-    assert "python -m training.sft --model gemma-3-270m" in text and "--no_mask" in text
+    out = capsys.readouterr().out
+    assert "[todo] data" in out and "[todo] train refine_nomask s2" in out and "--no_mask" in out
 
 
 # ---------------------------------------------------------------------------------------------- data
 
 
-def test_clean_and_refine_rows_come_from_the_same_verified_world(study, tmp_path):
+@pytest.fixture(scope="module")
+def worlds_module():
+    sys.path.insert(0, str(ROOT / "examples/small_model_study"))
+    import worlds
+
+    yield worlds
+    sys.path.remove(str(ROOT / "examples/small_model_study"))
+
+
+def test_splits_never_share_a_seed_and_alternate_kinds(worlds_module):
+    specs = {split: [worlds_module.world_spec(split, i, ("coin_collector", "custom")) for i in range(20)]
+             for split in ("train", "heldout")}
+    assert not {s.seed for s in specs["train"]} & {s.seed for s in specs["heldout"]}
+    assert [s.kind for s in specs["train"][:4]] == ["coin_collector", "custom"] * 2
+
+
+def test_world_rows_are_a_clean_and_a_refinement_row_of_the_same_checked_world(worlds_module, tmp_path):
     pytest.importorskip("textworld")
-    from agentrefine_lg.checks import check_trajectory
     from agentrefine_lg.grounded import GroundedWorlds
 
-    persona = "A beekeeper with forty hives who tracks honey yields by hand."
-    spec = study.small_spec(persona, ["coin_collector"])
-    assert spec.kind == "coin_collector" and dict(spec.settings)["level"] <= 3
-    worlds = GroundedWorlds(tmp_path / "worlds")
+    spec = worlds_module.world_spec("train", 1, ("custom",))
+    worlds = GroundedWorlds(tmp_path / "games")
     try:
-        pair = study.world_samples(persona, spec, worlds, errors=2)
+        rows = worlds_module.world_rows(spec, worlds, errors=2)
     finally:
         worlds.close()
-    clean, refine = pair["clean"], pair["refine"]
-    assert clean.script.model_extra["Grounding"]["game"] == refine.script.model_extra["Grounding"]["game"]
-
-    assert not any(t.flagged for t in clean.trajectory.turns)
-    report = check_trajectory(clean.script, clean.trajectory, min_pairs=0)
-    assert report.ok and report.pairs == 0 and not any(report.erroneous)
-    assert all(m.train for m in clean.messages if m.role == "assistant")
-
-    refined = check_trajectory(refine.script, refine.trajectory, min_pairs=2)
-    assert refined.ok and refined.pairs >= 2
-    masked = [m for m in refine.messages if m.role == "assistant" and not m.train]
-    assert len(masked) == sum(refined.erroneous) >= 2
+    clean, refine = rows["clean"], rows["refine"]
+    assert clean.messages[0].content == refine.messages[0].content  # the same world, the same system prompt
+    masked = [m for m in refine.messages if m.role == "assistant" and m.train is False]
+    assert len(masked) == 2 and all(m.train is not False for m in clean.messages if m.role == "assistant")
 
 
-# ---------------------------------------------------------------------------------------------- results
+def test_generated_worlds_are_cached_and_other_settings_refused(worlds_module, tmp_path):
+    pytest.importorskip("textworld")
+    plan = worlds_module.WorldPlan(2, 1, 1, ("custom",), "coin_collector", 1)
+    manifest = worlds_module.generate_worlds(plan, tmp_path / "data", workers=1, log=lambda m: None)
+    assert manifest["kinds"]["unseen"] == {"coin_collector": 1}
+    rows = (tmp_path / "data" / "eval_worlds.jsonl").read_text().splitlines()
+    assert [json.loads(r)["split"] for r in rows] == ["heldout", "unseen"]
+    assert len((tmp_path / "data" / "clean.jsonl").read_text().splitlines()) == 2
+    before = (tmp_path / "data" / "manifest.json").stat().st_mtime_ns
+    assert worlds_module.generate_worlds(plan, tmp_path / "data", workers=1)["seconds"] == manifest["seconds"]
+    assert (tmp_path / "data" / "manifest.json").stat().st_mtime_ns == before
+    with pytest.raises(InputError):
+        worlds_module.generate_worlds(worlds_module.WorldPlan(3, 1, 1, ("custom",), "coin_collector", 1),
+                                      tmp_path / "data", workers=1)
 
 
-def test_metric_rows_pool_error_rates_per_step_with_episode_bootstrap(study):
-    episodes = [fake_episode("babyai", 0, success=True, steps=4, fmt=1, invalid=1, repeated=0),
-                fake_episode("babyai", 1, success=False, steps=6, fmt=3, invalid=2, repeated=1)]
-    row = study.metric_row("refine", "babyai", episodes, [0])
-    assert (row["episodes"], row["steps"]) == (2, 10)
-    assert row["format_error_rate"] == pytest.approx(0.4)
-    assert row["invalid_action_rate"] == pytest.approx(0.3)
-    assert row["repeated_mistake_rate"] == pytest.approx(0.1)
-    assert row["success_rate"] == 0.5 and row["progress_rate"] == pytest.approx(0.625)
-    for metric, _ in study.METRICS:
-        low, high = row[f"{metric}_ci"]
-        assert low <= row[metric] <= high
-    assert row["format_error_rate_ci"] == pytest.approx([0.25, 0.5])  # the two episodes' own rates bound it
-    assert all(math.isnan(x) for x in study.ratio_ci([], []))  # no data, no interval
+# ---------------------------------------------------------------------------------------------- the student
 
 
-def test_table_and_plot_from_fabricated_rows(study, tmp_path):
+def _rows_file(path: Path) -> Path:
+    rows = [{"messages": [{"role": "system", "content": "Goal: take the lantern from the shelf."},
+                          {"role": "user", "content": "You see a shelf. On it: a lantern."},
+                          {"role": "assistant", "content": "Thought: the lantern is here.\nAction: take lantern"}]}]
+    path.write_text("\n".join(json.dumps(r) for r in rows * 3) + "\n", encoding="utf-8")
+    return path
+
+
+def test_student_tokenizer_is_trained_on_the_rows_and_the_build_is_reused(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.tiny import build_student
+
+    data = _rows_file(tmp_path / "rows.jsonl")
+    config = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "num_key_value_heads": 2, "max_position_embeddings": 256, "rope_theta": 10000.0,
+              "rms_norm_eps": 1e-5, "tie_word_embeddings": True}
+    folder = build_student(tmp_path / "student", [data], config=config, vocab_size=400)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert len(tokenizer.tokenize(" lantern")) == 1  # a word of the rows is one token
+    assert AutoModelForCausalLM.from_pretrained(folder).config.num_hidden_layers == 1
+    assert build_student(tmp_path / "student", [data], config=config, vocab_size=400) == folder
+    with pytest.raises(InputError):
+        build_student(tmp_path / "student", [data], config=config, vocab_size=500)
+
+
+def test_student_refuses_a_file_that_holds_no_rows_naming_file_and_line(tmp_path):
+    from training.tiny import student_corpus
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{"text": "no messages"}\n')
+    with pytest.raises(InputError) as err:
+        student_corpus([bad])
+    assert f"{bad}:2" in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+def test_per_world_means_average_replicates_and_skip_missing_values():
+    from agentrefine_lg.eval.paired import per_world
+
+    rows = [{"world": "a", "ok": True}, {"world": "a", "ok": False}, {"world": "b", "ok": True},
+            {"world": "c", "ok": None}]
+    assert per_world(rows, "ok") == {"a": 0.5, "b": 1.0}
+
+
+def test_paired_difference_removes_the_between_world_spread():
+    from agentrefine_lg.eval.paired import estimate, paired_difference
+
+    base = {f"w{i}": i / 20 for i in range(20)}  # worlds differ a lot
+    better = {w: v + 0.1 for w, v in base.items()}  # one arm is better by 0.1 on every world
+    wide = estimate(better)
+    assert wide.high - wide.low > 0.2 and wide.n == 20
+    diff = paired_difference(better, base)
+    assert diff.value == pytest.approx(0.1) and diff.high - diff.low < 1e-9
+
+
+def test_paired_difference_uses_only_shared_worlds_and_nan_for_none():
+    from agentrefine_lg.eval.paired import estimate, paired_difference
+
+    diff = paired_difference({"a": 1.0, "b": 0.0}, {"a": 0.0, "c": 1.0})
+    assert diff.n == 1 and diff.value == 1.0
+    assert estimate({}).n == 0 and math.isnan(estimate({}).value)
+
+
+def _fake_rows(arm: str, seed: int, good: float) -> list[dict]:
     rows = []
-    for arm, fmt in (("base", 6), ("bc", 2), ("refine", 1), ("refine_nomask", 1)):
-        episodes = [fake_episode(task, e, success=(e + fmt) % 3 == 0, steps=6, fmt=fmt, invalid=1, repeated=e % 2)
-                    for task in ("babyai", "pddl") for e in range(4)]
-        rows += [study.metric_row(arm, t, [r for r in episodes if r["task"] == t], [0]) for t in ("babyai", "pddl")]
-        rows.append(study.metric_row(arm, "all", episodes, [0]))
-    table = study.markdown_table(rows)
-    lines = table.splitlines()
-    assert lines[0].startswith("| task | arm | N episodes | steps | format error % | invalid action % | "
-                               "repeated mistake % | success % | progress % |")
-    assert len(lines) == 2 + len(rows)
-    assert "| `babyai` | base | 4 | 24 | 100.0 [100.0, 100.0] |" in table
-    assert lines[-1].startswith("| **all tasks** |")  # the pooled rows come last
-    png = study.plot_rows(rows, tmp_path / "out" / "study.png", title="fabricated")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for i in range(6):
+        world = f"custom-{i}"
+        rows.append({"split": "heldout", "episode": i, "condition": "none", "world": world, "arm": arm,
+                     "success": (i / 6) < good, "progress": good, "steps": 4, "invalid_actions": 1,
+                     "repeated_mistakes": 0})
+        for kind in ("parameter_error", "place_error", "logic_error"):
+            rows.append({"split": "heldout", "episode": i, "condition": kind, "world": world, "arm": arm,
+                         "success": False, "progress": 0.5, "steps": 5, "invalid_actions": 2, "repeated_mistakes": 1,
+                         "injection": {"applied": True, "recovered": (i / 6) < good, "repeated": (i / 6) >= good,
+                                       "success_after": False}})
+    return rows
 
 
-def test_report_reads_every_arm_from_the_evaluation_folders(study, tmp_path):
-    cfg = config(study, tmp_path, "--episodes", "2", "--tasks", "babyai")
-    stages = FakeStages(study)
-    study.run_study(cfg, stages.runners(), log=lambda m: None)
+def test_report_from_evaluation_files_has_tables_differences_and_a_chart(study, tmp_path):
+    cfg = config(study, tmp_path, "--seeds", "0", "--n-unseen", "0")
+    study.data_dir(cfg).mkdir(parents=True)
+    (study.data_dir(cfg) / "eval_worlds.jsonl").write_text("".join(
+        json.dumps({"split": "heldout", "kind": "custom", "game": f"custom-{i}", "script": {}}) + "\n" for i in range(6)))
+    for arm, good in (("bc", 0.2), ("refine", 0.8), ("refine_nomask", 0.5)):
+        path = study.eval_file(cfg, arm, 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(json.dumps(r) for r in _fake_rows(arm, 0, good)) + "\n")
+    report = study.write_report(cfg, {"data": {"seconds": 1.0}}, log=lambda m: None)
+    text = report.read_text()
+    assert "| bc | 6 |" in text and "refine − bc" in text and "![study](study.png)" in text
     results = json.loads((cfg.out / "results.json").read_text())
-    assert [r["arm"] for r in results["rows"]] == ["base", "bc", "refine", "refine_nomask"]
-    assert all(r["episodes"] == 2 and r["task"] == "babyai" for r in results["rows"])
-    assert not any(math.isnan(r["success_rate"]) for r in results["rows"])
-    report = (cfg.out / "report.md").read_text()
-    assert "95% percentile bootstrap" in report and "| eval refine s0 |" in report
+    recovered = {(r["arm"], r["condition"]): r["recovered"]["value"] for r in results["table"] if r["condition"] != "none"}
+    assert recovered[("refine", "logic_error")] == pytest.approx(5 / 6) and recovered[("bc", "logic_error")] == pytest.approx(2 / 6)
+    diff = next(d for d in results["diffs"] if d["condition"] == "logic_error" and d["metric"] == "recovered"
+                and (d["a"], d["b"]) == ("refine", "bc"))
+    assert diff["value"] == pytest.approx(0.5) and diff["n"] == 6
+    assert (cfg.out / "study.png").stat().st_size > 10_000
+    capped = config(study, tmp_path, "--seeds", "0", "--n-unseen", "0", "--eval-worlds", "3")
+    assert len(study.eval_jobs(capped)) == 3 * 4  # three worlds, each as is and with each mistake kind
+    assert {r["episodes"] for r in study.collect(capped)["table"]} == {3}
+
+
+# ---------------------------------------------------------------------------------------------- evaluation parts
+
+
+def test_worlds_file_errors_name_the_file_and_line(tmp_path):
+    from agentrefine_lg.eval.textworld import load_worlds
+
+    bad = tmp_path / "worlds.jsonl"
+    bad.write_text('{"split": "heldout", "script": {}}\nnot json\n')
+    with pytest.raises(InputError) as err:
+        load_worlds(bad)
+    assert f"{bad}:2" in str(err.value)
+    with pytest.raises(InputError):
+        load_worlds(tmp_path / "worlds.jsonl", "unseen")
+
+
+def test_textworld_task_is_registered_but_not_part_of_all():
+    from agentrefine_lg.eval.base import parse_task_list
+
+    assert "textworld" not in parse_task_list("all")
+    assert parse_task_list("textworld") == ["textworld"]
+
+
+def test_concurrent_calls_to_a_local_model_are_batched_and_answer_as_alone(tmp_path):
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from agentrefine_lg import local_model
+    from training.tiny import build_tiny_model
+
+    folder = str(build_tiny_model(tmp_path / "tiny"))
+    chat = local_model.local_chat_model(folder, max_new_tokens=12)
+    prompts = [[SystemMessage("You are an agent."), HumanMessage(f"Observation {i}: a door {'east' * i}.")]
+               for i in range(6)]
+    alone = [chat.invoke(p).content for p in prompts]
+    batcher = local_model._batcher(folder, "cpu")
+    before = (batcher.batches, batcher.prompts)
+    results: dict[int, str] = {}
+    gate = threading.Barrier(len(prompts))
+
+    def ask(i: int) -> None:
+        gate.wait()
+        results[i] = chat.invoke(prompts[i]).content
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [results[i] for i in range(len(prompts))] == alone
+    batches, answered = batcher.batches - before[0], batcher.prompts - before[1]
+    assert answered == len(prompts) and batches < len(prompts)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_quick_study_runs_every_stage_end_to_end_and_resumes(study, tmp_path, capsys):
+    pytest.importorskip("textworld")
+    out = tmp_path / "study"
+    assert study.main(["--out", str(out), "--quick", "--device", "cpu", "--threads", "1"]) == 0
+    for arm in ("bc", "refine", "refine_nomask"):
+        assert (out / "train" / f"{arm}-s0" / "merged" / "config.json").is_file()
+        rows = [json.loads(x) for x in study.eval_file(study.parse_args(["--out", str(out), "--quick"])[0], arm, 0)
+                .read_text().splitlines()]
+        assert {r["condition"] for r in rows} == {"none", "parameter_error", "place_error", "logic_error"}
+    assert (out / "report.md").is_file() and (out / "study.png").is_file()
+    capsys.readouterr()
+    assert study.main(["--out", str(out), "--quick", "--device", "cpu"]) == 0
+    assert "[train bc s0] done already; skipped" in capsys.readouterr().out

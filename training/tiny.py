@@ -50,6 +50,21 @@ MODEL_CONFIG = dict(
     rms_norm_eps=1e-5,
     tie_word_embeddings=False,
 )
+STUDENT_VOCAB_SIZE = 4096
+STUDENT_CONFIG = dict(
+    # The method study's student (issue 16): trained from scratch on the study's own rows, big enough to learn
+    # to follow a grounded world's goal (copying names from the prompt needs a few layers of attention), small
+    # enough that one arm trains in minutes on 2 CPU cores. ~2.6 M parameters with the 4k vocabulary.
+    hidden_size=192,
+    intermediate_size=512,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+    rope_theta=10000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+)
 _MARKER = "tiny_model.json"  # written last: its presence means the directory holds a complete build
 _TOKENIZER_MARKER = "tokenizer.json"
 
@@ -172,8 +187,9 @@ def _corpus() -> list[str]:
     return texts
 
 
-def _train_tokenizer():
-    """Train the byte-level BPE (deterministic for a fixed corpus) and wrap it for transformers."""
+def _train_tokenizer(corpus: list[str] | None = None, vocab_size: int = VOCAB_SIZE, max_length: int | None = None):
+    """Train the byte-level BPE (deterministic for a fixed corpus; default: the built-in one) and wrap it for
+    transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -183,14 +199,14 @@ def _train_tokenizer():
     # trim_offsets=False: offsets must cover every character so label spans map exactly onto tokens.
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
+        vocab_size=vocab_size,
         min_frequency=1,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     # Repeat the corpus with the chat framing so header/role merges are learnt too.
-    corpus = _corpus()
+    corpus = _corpus() if corpus is None else list(corpus)
     framed = [f"{START_HEADER}{role}{END_HEADER}\n\n{text}{EOT}" for text in corpus for role in ("system", "user", "assistant")]
     tok.train_from_iterator(corpus + framed, trainer=trainer)
     return PreTrainedTokenizerFast(
@@ -200,7 +216,7 @@ def _train_tokenizer():
         pad_token=PAD,
         padding_side="right",
         chat_template=CHAT_TEMPLATE,
-        model_max_length=MODEL_CONFIG["max_position_embeddings"],
+        model_max_length=max_length or MODEL_CONFIG["max_position_embeddings"],
         clean_up_tokenization_spaces=False,
     )
 
@@ -227,9 +243,6 @@ def build_tiny_model(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     The directory loads with ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer.from_pretrained``
     and serves like any local model. Deterministic for a given ``seed``; a few MB on disk.
     """
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
     out = Path(out_dir)
     marker = out / _MARKER
     if marker.exists():
@@ -237,27 +250,81 @@ def build_tiny_model(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
         if info.get("seed") == seed:
             return out
     tokenizer = _train_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **MODEL_CONFIG,
-    )
-    # Seed a private generator state only: callers' global RNG is left as it was.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(EOS_TEXT)],
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    model = _init_llama(tokenizer, MODEL_CONFIG, seed)
 
     def save(tmp: Path) -> None:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         (tmp / _MARKER).write_text(json.dumps({"seed": seed, "config": MODEL_CONFIG, "vocab_size": len(tokenizer)}))
+
+    _atomic_save(out, save, last=_MARKER)
+    return out
+
+
+def _init_llama(tokenizer, config: dict, seed: int):
+    """A randomly initialised ``LlamaForCausalLM`` for ``tokenizer`` (private RNG: callers' state is untouched)."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    llama = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(llama)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(EOS_TEXT)],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return model
+
+
+def student_corpus(data_files: list[str | os.PathLike]) -> list[str]:
+    """Every message text of the rows in ``data_files`` (our JSONL rows), in file order: the student's tokenizer
+    corpus, so the words of the task family get tokens of their own."""
+    texts: list[str] = []
+    for path in data_files:
+        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                texts += [m["content"] for m in json.loads(line)["messages"]]
+            except (ValueError, KeyError, TypeError) as exc:
+                from agentrefine_lg.errors import InputError
+
+                raise InputError(f"not a training row with 'messages' ({exc})", where=f"{path}:{number}",
+                                 field="messages") from None
+    return texts
+
+
+def build_student(out_dir: str | os.PathLike, data_files: list[str | os.PathLike], *, seed: int = 0,
+                  config: dict | None = None, vocab_size: int = STUDENT_VOCAB_SIZE) -> Path:
+    """A model to train **from scratch** on ``data_files``: a byte-level BPE trained on their texts (Llama-3
+    special tokens and chat template) and a randomly initialised Llama (``STUDENT_CONFIG`` unless ``config``).
+
+    Idempotent: a folder already holding a build with the same settings is reused; other settings are refused.
+    """
+    out = Path(out_dir)
+    config = dict(config or STUDENT_CONFIG)
+    recipe = {"seed": seed, "config": config, "vocab_size": vocab_size,
+              "data": [os.path.basename(str(p)) for p in data_files]}
+    marker = out / _MARKER
+    if marker.exists():
+        built = json.loads(marker.read_text())
+        if {k: built.get(k) for k in recipe} == recipe:
+            return out
+        from agentrefine_lg.errors import InputError
+
+        raise InputError(f"{out} holds a model built with other settings ({built}); choose another folder",
+                         field="out")
+    tokenizer = _train_tokenizer(student_corpus(data_files), vocab_size, config["max_position_embeddings"])
+    model = _init_llama(tokenizer, config, seed)
+
+    def save(tmp: Path) -> None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        n_params = sum(p.numel() for p in model.parameters())
+        (tmp / _MARKER).write_text(json.dumps({**recipe, "parameters": n_params, "vocab_actual": len(tokenizer)}))
 
     _atomic_save(out, save, last=_MARKER)
     return out
@@ -281,4 +348,24 @@ def _atomic_save(out: Path, save, *, last: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tiny_model", "build_tiny_tokenizer"]
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.tiny --out DIR [--data ROWS.jsonl ...]``: the tiny model, or with ``--data`` a
+    from-scratch student whose tokenizer is trained on those rows."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m training.tiny", description=main.__doc__)
+    p.add_argument("--out", required=True, help="model folder to write (reused when already built)")
+    p.add_argument("--data", nargs="*", default=[], help="training rows (JSONL): build the student on them")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    path = build_student(args.out, args.data, seed=args.seed) if args.data else build_tiny_model(args.out, seed=args.seed)
+    print(json.loads((Path(path) / _MARKER).read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "STUDENT_CONFIG", "build_student", "build_tiny_model",
+           "build_tiny_tokenizer", "student_corpus"]

@@ -21,6 +21,9 @@ from agentrefine_lg.eval.harness import (
 )
 
 DEFAULTS = EvalSettings()
+CONCURRENT_EPISODES = 4
+"""Episodes run at once against a server (continuous batching) or an in-process model (batched generate): on 2
+cores 4 concurrent requests give the CPU server 1.6x the throughput of one (benchmarks/serving_concurrency.py)."""
 
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +46,9 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"model replies per episode (default {DEFAULTS.max_steps}, docs/method.md §6)")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument("--out", default="eval_out", help="output directory (resumable)")
-    parser.add_argument("--workers", type=int, default=DEFAULTS.workers, help="parallel episode processes")
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"episodes run at once (default {CONCURRENT_EPISODES} for a served or in-process model, whose "
+                             f"replies are then batched; {DEFAULTS.workers} for built-in agents and provider models)")
     parser.add_argument("--max-tokens", type=int, default=DEFAULTS.max_tokens, help="reply token cap for real models")
     parser.add_argument("--timeout", type=float, default=DEFAULTS.timeout_s, help="seconds per model call")
     parser.add_argument("--no-preflight", action="store_true", help="skip the one-call endpoint check")
@@ -97,8 +102,11 @@ def cli_run(args: argparse.Namespace) -> int:
             from agentrefine_lg.eval.agentboard import check_data
 
             episodes = max(check_data(args.agentboard_data, parse_task_list(args.tasks)).values())
+    workers = args.workers
+    if workers is None:  # a server or an in-process model answers concurrent episodes in batches
+        workers = CONCURRENT_EPISODES if (args.base_url or args.model_dir) else DEFAULTS.workers
     summary = run_eval(tasks=args.tasks, episodes=episodes, model=_model_from_args(args), out=args.out,
-                       max_steps=args.max_steps, seed=args.seed, workers=args.workers,
+                       max_steps=args.max_steps, seed=args.seed, workers=workers,
                        perturb=args.perturb, embeddings=False if args.no_embeddings else "auto",
                        preflight=not args.no_preflight, label=args.label, model_path=args.model_path,
                        agentboard_data=args.agentboard_data, inject=args.inject)

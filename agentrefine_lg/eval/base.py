@@ -60,7 +60,10 @@ TASKS: dict[str, str] = {
     "pddl": "agentrefine_lg.eval.pddl",
     "alfworld": "agentrefine_lg.eval.alfworld",
     "jericho": "agentrefine_lg.eval.twx",
+    "textworld": "agentrefine_lg.eval.textworld",
 }
+BENCHMARK_TASKS: tuple[str, ...] = ("babyai", "sciworld", "pddl", "alfworld", "jericho")
+"""What ``all`` means: the held-out benchmark families (``textworld`` needs a worlds file of one's own)."""
 
 
 def task_names() -> list[str]:
@@ -76,15 +79,17 @@ def load_task(name: str) -> TaskModule:
     return importlib.import_module(TASKS[key])  # type: ignore[return-value]
 
 
-def parse_names(spec: str | Sequence[str], known: Sequence[str], *, what: str, field: str) -> list[str]:
-    """``"a,b"`` / ``["a"]`` / ``"all"`` -> validated, de-duplicated names out of ``known``, in order given."""
+def parse_names(spec: str | Sequence[str], known: Sequence[str], *, what: str, field: str,
+                every: Sequence[str] | None = None) -> list[str]:
+    """``"a,b"`` / ``["a"]`` / ``"all"`` -> validated, de-duplicated names out of ``known``, in order given
+    (``all``: ``every``, default ``known``)."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names: list[str] = []
     for item in items:
         item = item.strip().lower()
         if not item:
             continue
-        for name in (known if item == "all" else (item,)):
+        for name in ((every or known) if item == "all" else (item,)):
             if name not in known:
                 raise InputError(f"unknown {what} {name!r}; known {what}s: {', '.join(known)}, all", field=field)
             if name not in names:
@@ -96,7 +101,7 @@ def parse_names(spec: str | Sequence[str], known: Sequence[str], *, what: str, f
 
 def parse_task_list(spec: str | Sequence[str]) -> list[str]:
     """``"babyai,pddl"`` or ``["babyai", "pddl"]`` or ``"all"`` -> validated, de-duplicated task names."""
-    return parse_names(spec, list(TASKS), what="task", field="tasks")
+    return parse_names(spec, list(TASKS), what="task", field="tasks", every=BENCHMARK_TASKS)
 
 
 def task_unavailable(name: str) -> str | None:

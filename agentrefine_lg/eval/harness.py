@@ -568,9 +568,14 @@ def _run_jobs(todo: list[tuple[str | None, str, int]], *, model: ModelSpec, seed
         for scheme, task, ep in todo:
             handle(scheme, *_worker(task, ep, model, seed, max_steps, options.get(task), scheme, inject))
         return
-    # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    if model.local:
+        # an in-process model runs in threads: they share its one copy, whose generation thread batches the
+        # concurrent episodes' replies (agentrefine_lg.local_model), instead of each process loading its own
+        pool_cm: cf.Executor = cf.ThreadPoolExecutor(max_workers=workers)
+    else:
+        # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
+        pool_cm = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    with pool_cm as pool:
         futures = {pool.submit(_worker, task, ep, model, seed, max_steps, options.get(task), scheme, inject): scheme
                    for scheme, task, ep in todo}
         try:

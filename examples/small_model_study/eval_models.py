@@ -1,0 +1,48 @@
+"""Evaluate and report arms trained elsewhere (e.g. on a GPU machine by ``gpu/arms.py``) with the study's own
+evaluation and report stages.
+
+The folder ``--out`` must hold the study's data (``data/``, as ``run.py`` writes it) and one model folder per arm
+and seed in ``train/<arm>-s<seed>/merged``. Nothing is trained here; the report says where the models came from
+(``train/<arm>-s<seed>/gpu_run.json`` when present)::
+
+    python examples/small_model_study/eval_models.py --out runs/study-gpu --n-train 640 --n-unseen 40
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import run as study  # noqa: E402
+
+from agentrefine_lg.errors import AgentRefineError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg, args = study.parse_args(argv)
+        timings = study._read_json(cfg.out / "timings.json") or {}
+        for stage in study.build_plan(cfg):
+            if stage.kind != "eval":
+                continue
+            if not (study.train_dir(cfg, stage.arm, stage.seed) / "merged" / "config.json").is_file():
+                raise AgentRefineError(f"no model in {study.train_dir(cfg, stage.arm, stage.seed) / 'merged'}")
+            if study.stage_done(cfg, stage):
+                print(f"[{stage.name}] done already; skipped", flush=True)
+                continue
+            started = time.monotonic()
+            study.run_eval(cfg, stage, lambda m: print(m, flush=True))
+            timings[stage.name] = {"seconds": round(time.monotonic() - started, 1)}
+            (cfg.out / "timings.json").write_text(__import__("json").dumps(timings, indent=2), encoding="utf-8")
+        print(study.write_report(cfg, timings, lambda m: print(m, flush=True)))
+    except AgentRefineError as exc:
+        print(f"eval_models: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
