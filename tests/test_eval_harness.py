@@ -387,3 +387,23 @@ def test_a_local_model_folder_is_evaluated_in_process_without_a_server(tmp_path)
     with pytest.raises(EndpointError, match="local:|nope"):
         run_eval(tasks="babyai", episodes=1, model=ModelSpec(local=str(tmp_path / "nope")), out=tmp_path / "p",
                  max_steps=1, log=_quiet)
+
+
+def test_concurrent_episodes_of_a_local_model_run_in_threads_sharing_one_batched_copy(tmp_path, monkeypatch):
+    import concurrent.futures as cf
+
+    from agentrefine_lg import local_model
+    from training.tiny import build_tiny_model
+
+    folder = str(build_tiny_model(tmp_path / "tiny"))
+
+    def no_processes(*args, **kwargs):
+        raise AssertionError("an in-process model must not be copied into worker processes")
+
+    monkeypatch.setattr(cf, "ProcessPoolExecutor", no_processes)
+    run_eval(tasks="babyai", episodes=4, model=ModelSpec(local=folder, max_tokens=8), out=tmp_path / "o",
+             max_steps=2, workers=4, log=_quiet)
+    rows = read_rows(tmp_path / "o" / "episodes.jsonl")
+    assert sorted(r["episode"] for r in rows) == [0, 1, 2, 3] and all(r["steps"] == 2 for r in rows)
+    batcher = local_model._batcher(folder, "cpu")
+    assert batcher.prompts >= 8  # every reply went through the one shared generation thread

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             study.run_eval(cfg, stage, lambda m: print(m, flush=True))
             timings[stage.name] = {"seconds": round(time.monotonic() - started, 1)}
             (cfg.out / "timings.json").write_text(__import__("json").dumps(timings, indent=2), encoding="utf-8")
-        print(study.write_report(cfg, timings, lambda m: print(m, flush=True)))
+        print(study.write_report(cfg, timings, lambda m: print(m, flush=True), docs=args.docs))
     except AgentRefineError as exc:
         print(f"eval_models: error: {exc}", file=sys.stderr)
         return 2

@@ -77,16 +77,16 @@ class StudyConfig:
 
     out: Path
     model: str = SCRATCH
-    n_train: int = 300
+    n_train: int = 640
     n_heldout: int = 40
-    n_unseen: int = 24
+    n_unseen: int = 40
     kinds: tuple[str, ...] = ("coin_collector", "custom")
     unseen_kind: str = "treasure_hunter"
     errors: int = 2
     seeds: tuple[int, ...] = (0, 1, 2)
     arms: tuple[str, ...] = tuple(ARMS)
-    epochs: int = 6
-    batch_size: int = 8
+    epochs: int = 15  # 600 optimizer steps of 16 rows on 640 worlds: what the student needed (docs/method_study.md)
+    batch_size: int = 16
     learning_rate: float = 2e-3
     max_length: int = 2048
     device: str = "cpu"
@@ -94,7 +94,7 @@ class StudyConfig:
     max_tokens: int = 128
     inject_step: int = 2
     workers: int = 32
-    eval_worlds: int | None = None  # at most this many worlds of each evaluation split (default: all)
+    eval_worlds: int | None = 28  # at most this many worlds of each evaluation split (None: all)
     threads: int | None = None
     python: str = sys.executable
 
@@ -106,7 +106,8 @@ class StudyConfig:
         return WorldPlan(self.n_train, self.n_heldout, self.n_unseen, self.kinds, self.unseen_kind, self.errors)
 
 
-QUICK = dict(n_train=24, n_heldout=6, n_unseen=4, seeds=(0,), epochs=1, workers=8, max_steps=5, max_tokens=64)
+QUICK = {"n_train": 24, "n_heldout": 6, "n_unseen": 4, "seeds": (0,), "epochs": 1, "workers": 8, "max_steps": 5,
+         "max_tokens": 64, "eval_worlds": None}
 """``--quick``: every stage end to end in a few minutes (the slow test suite); the numbers mean nothing."""
 
 
@@ -140,7 +141,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
     p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="training seeds (replicates)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"arms ({', '.join(ARMS)})")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--docs", action="store_true", help="also write the report and chart into docs/")
+    p.add_argument("--docs", action="store_true", help="also write the report and chart into docs/ "
+                                                        "(method_study_results.md, method_study.png)")
     p.add_argument("--dry-run", action="store_true", help="print the stages, their commands and status, and exit")
     args = p.parse_args(argv)
 
@@ -227,7 +229,7 @@ def train_command(cfg: StudyConfig, arm: str, seed: int) -> list[str]:
            "--data", str(data_dir(cfg) / f"{spec.data}.jsonl"), "--output_dir", str(train_dir(cfg, arm, seed)),
            "--seed", str(seed), "--num_train_epochs", str(cfg.epochs),
            "--per_device_train_batch_size", str(cfg.batch_size), "--gradient_accumulation_steps", "1",
-           "--learning_rate", str(cfg.learning_rate), "--lr_scheduler_type", "cosine", "--warmup_steps", "10",
+           "--learning_rate", str(cfg.learning_rate), "--lr_scheduler_type", "cosine", "--warmup_steps", "30",
            "--max_length", str(cfg.max_length), "--save_strategy", "no", "--logging_steps", "5", "--no_plot"]
     if cfg.scratch:
         cmd += ["--method", "full", "--weight_decay", "0.01"]
@@ -565,6 +567,14 @@ def training_summary(cfg: StudyConfig) -> dict[str, Any]:
     for seed in cfg.seeds:
         for arm in cfg.arms:
             tl = _read_json(train_dir(cfg, arm, seed) / "train_log.json")
+            gpu = _read_json(train_dir(cfg, arm, seed) / "gpu_run.json")
+            if not tl and gpu:  # trained on a GPU machine by gpu/arms.py (eval_models.py evaluates it)
+                out[run_name(arm, seed)] = {
+                    "rows": cfg.n_train, "tokens": gpu["tokens"], "trainable_tokens": gpu["trainable_tokens"],
+                    "optimizer_steps": gpu["steps"], "first_loss": None, "final_loss": gpu["final_loss"],
+                    "train_runtime_s": gpu["seconds"], "tokens_per_s": gpu["tokens"] / gpu["seconds"],
+                    "where": f"{gpu['device']}, gpu/arms.py (batch {gpu['batch']}, lr {gpu['lr']})"}
+                continue
             if not tl:
                 continue
             steps = tl.get("steps") or []
@@ -592,12 +602,12 @@ def write_report(cfg: StudyConfig, timings: Mapping[str, Any], log: Callable[[st
     png = plot(results, cfg.out / "study.png", title=title) if results["table"] else None
     body = report_text(cfg, results, manifest, student, training, timings)
     report = cfg.out / "report.md"
-    report.write_text(body.replace("(study.png)", "(study.png)"), encoding="utf-8")
+    report.write_text(body, encoding="utf-8")
     if docs and png is not None:
         (ROOT / "docs" / "method_study.png").write_bytes(png.read_bytes())
-        (ROOT / "docs" / "method_study.md").write_text(body.replace("(study.png)", "(method_study.png)"),
-                                                        encoding="utf-8")
-        log("[report] docs/method_study.md and docs/method_study.png written")
+        (ROOT / "docs" / "method_study_results.md").write_text(body.replace("(study.png)", "(method_study.png)"),
+                                                                encoding="utf-8")
+        log("[report] docs/method_study_results.md and docs/method_study.png written")
     return report
 
 
@@ -606,7 +616,7 @@ def report_text(cfg: StudyConfig, results: Mapping[str, Any], manifest: Mapping[
     kinds = manifest.get("kinds") or {}
     lines = [
         "# Refinement tuning vs behaviour cloning, measured (issue 16)", "",
-        f"Command: `python examples/small_model_study/run.py --out {cfg.out}` (settings below).", "",
+        f"Command: `{shlex.join(['python', os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])}` (settings below).", "",
         "## Setup", "",
         f"- **Worlds** (grounded teacher, TextWorld, split by world): train {kinds.get('train')}, held-out of the "
         f"trained kinds {kinds.get('heldout')}, held-out of an unseen kind {kinds.get('unseen')}. Each train world "
@@ -626,9 +636,15 @@ def report_text(cfg: StudyConfig, results: Mapping[str, Any], manifest: Mapping[
         "## Training runs", "", "| run | rows | tokens | trainable tokens | optimizer steps | loss first → last | seconds | tokens/s |",
         "|---|---|---|---|---|---|---|---|"]
     for name, t in training.items():
-        loss = f"{t['first_loss']:.2f} → {t['final_loss']:.2f}" if t["first_loss"] is not None else "–"
+        loss = (f"{t['first_loss']:.2f} → {t['final_loss']:.2f}" if t["first_loss"] is not None
+                else f"→ {t['final_loss']:.2f}" if t.get("final_loss") is not None else "–")
         lines.append(f"| {name} | {t['rows']} | {t['tokens']} | {t['trainable_tokens']} | {t['optimizer_steps']} | {loss} | "
                      f"{(t['train_runtime_s'] or 0):.0f} | {(t['tokens_per_s'] or 0):.0f} |")
+    where = sorted({t["where"] for t in training.values() if t.get("where")})
+    if where:
+        lines += ["", f"These runs were trained on {'; '.join(where)}: a plain PyTorch loop over the same rows, masks, "
+                      "tokenizer and initial student, not `training.sft` (the GPU machine's image has no TRL); the "
+                      "evaluation below ran here, with the study's own harness."]
     lines += ["", "## Results", "", markdown(results), "![study](study.png)", "", "## Wall time per stage", "",
               "| stage | seconds |", "|---|---|"]
     total = 0.0
