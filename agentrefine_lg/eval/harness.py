@@ -88,6 +88,7 @@ class ModelSpec:
     agent: str | None = None  # "oracle" | "random"
     spec: str | None = None  # e.g. "openai:gpt-4o" (langchain.chat_models.init_chat_model)
     local: str | None = None  # a model folder (or alias) run in-process: no server
+    device: str = "cpu"  # where an in-process model runs (cpu, cuda)
     base_url: str | None = None
     model: str | None = None  # model name at base_url
     api_key: str | None = field(default=None, repr=False)
@@ -122,7 +123,8 @@ class ModelSpec:
         if self.local:
             from agentrefine_lg.local_model import local_chat_model
 
-            return local_chat_model(self.local, max_new_tokens=self.max_tokens or _DEFAULTS.max_tokens)
+            return local_chat_model(self.local, max_new_tokens=self.max_tokens or _DEFAULTS.max_tokens,
+                                    device=self.device)
         if self.base_url:
             from agentrefine_lg.chat_model import chat_model
 

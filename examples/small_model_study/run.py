@@ -389,7 +389,7 @@ def run_eval(cfg: StudyConfig, stage: Stage, log: Callable[[str], None]) -> None
     todo = [job for job in eval_jobs(cfg) if job not in done]
     worlds = data_dir(cfg) / "eval_worlds.jsonl"
     model_dir = str(train_dir(cfg, stage.arm, stage.seed) / "merged")
-    spec = ModelSpec(local=model_dir, max_tokens=cfg.max_tokens)
+    spec = ModelSpec(local=model_dir, max_tokens=cfg.max_tokens, device=cfg.device)
     lock, started, finished = threading.Lock(), time.monotonic(), [0]
     store = JsonlFile(path)
 
