@@ -37,6 +37,7 @@ _PROBES = ("a" * 30 + "b", "go " * 20 + "!", " " * 40 + "x\n", "x" * 500)
 _PUMP = 40  # repeats per unbounded quantifier in a pattern-built probe: 2**40 paths time out, linear ones don't
 _BUDGET: ContextVar[list[float] | None] = ContextVar("agentrefine_regex_budget", default=None)
 _SLOW: set[str] = set()  # patterns that timed out once: refused at once afterwards (process-wide)
+_PREEMPTED_RETRIES = 3  # retries of a match whose timeout passed while the thread waited for a core
 
 
 @dataclass
@@ -251,23 +252,34 @@ def compile_verification(pattern: str) -> regex.Pattern:
 def _fullmatch(compiled: regex.Pattern, text: str) -> regex.Match | None:
     """``compiled.fullmatch(text)`` bounded by :data:`MATCH_TIMEOUT_S` and by the record's remaining budget
     (:func:`bounded_regex_time`). A pattern that timed out once is refused at once from then on, so a long
-    trajectory of slow actions costs one timeout, not one per turn."""
+    trajectory of slow actions costs one timeout, not one per turn.
+
+    The regex module's timeout is wall-clock time; what counts against a pattern is the CPU time this thread
+    spent matching. A timeout during which the thread mostly waited for a core (a loaded machine, many episodes
+    in threads) is retried, and never marks the pattern slow: under contention ``^look$`` once timed out, and
+    every later action of the process was refused."""
     if compiled.pattern in _SLOW:
         raise RegexRefused("regex_timeout", f"verification code {compiled.pattern!r} timed out before (too slow)")
     budget = _BUDGET.get()
-    timeout = MATCH_TIMEOUT_S if budget is None else min(MATCH_TIMEOUT_S, budget[0])
-    if timeout <= 0:
-        raise RegexRefused("regex_budget", f"this record spent its {RECORD_REGEX_BUDGET_S:g} s of regex time")
-    started = time.perf_counter()
-    try:
-        return compiled.fullmatch(text, timeout=timeout)
-    except TimeoutError:
-        if timeout >= MATCH_TIMEOUT_S:
-            _SLOW.add(compiled.pattern)
-        raise RegexRefused("regex_timeout", f"verification code {compiled.pattern!r} timed out on {text[:60]!r}") from None
-    finally:
-        if budget is not None:
-            budget[0] -= time.perf_counter() - started
+    for attempt in range(_PREEMPTED_RETRIES + 1):
+        timeout = MATCH_TIMEOUT_S if budget is None else min(MATCH_TIMEOUT_S, budget[0])
+        if timeout <= 0:
+            raise RegexRefused("regex_budget", f"this record spent its {RECORD_REGEX_BUDGET_S:g} s of regex time")
+        started = time.thread_time()
+        try:
+            return compiled.fullmatch(text, timeout=timeout)
+        except TimeoutError:
+            matched_for = time.thread_time() - started
+            if matched_for < timeout / 2 and attempt < _PREEMPTED_RETRIES:
+                continue  # the thread waited for a core most of the time: not the pattern's fault
+            if timeout >= MATCH_TIMEOUT_S and matched_for >= timeout / 2:
+                _SLOW.add(compiled.pattern)
+            raise RegexRefused("regex_timeout",
+                               f"verification code {compiled.pattern!r} timed out on {text[:60]!r}") from None
+        finally:
+            if budget is not None:
+                budget[0] -= time.thread_time() - started
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def bounded_regex_time(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import regex
 from fake_synthesis_models import FakeOpenAIServer, FixtureTeacher, script_fixture
 
 from agentrefine_lg import checks
@@ -625,3 +626,31 @@ def test_other_requests_are_served_while_one_is_long(server, monkeypatch):
     assert health.status_code == 200 and models.status_code == 200
     assert ended["tokens"] == 300  # greedy noise from the tiny model runs to max_tokens
     assert answered < ended["long"] - 1.0  # answered while the long one was still generating
+
+
+def test_a_timeout_while_the_thread_waited_for_a_core_is_retried_and_does_not_mark_the_pattern_slow(monkeypatch):
+    # Under load (many episodes in threads, other processes) the regex module's wall-clock timeout can pass
+    # while the thread is not even running; that must not refuse '^look$' for the rest of the process.
+    monkeypatch.setattr(checks, "_SLOW", set())
+    compiled = regex.compile(r"^\s*look\s*$")
+    calls = []
+
+    class Preempted:
+        pattern = compiled.pattern
+
+        def fullmatch(self, text, timeout):
+            calls.append(timeout)
+            if len(calls) == 1:
+                raise TimeoutError("regex timed out")  # no CPU spent: the thread was descheduled
+            return compiled.fullmatch(text, timeout=timeout)
+
+    assert checks._fullmatch(Preempted(), "look") is not None
+    assert len(calls) == 2 and compiled.pattern not in checks._SLOW
+
+
+def test_a_pattern_that_really_burns_its_timeout_is_marked_slow(monkeypatch):
+    monkeypatch.setattr(checks, "_SLOW", set())
+    slow = regex.compile(r"^(?:shout|yell0) ((?:a|aa)*c)$", flags=regex.VERSION0)
+    with pytest.raises(checks.RegexRefused):
+        checks._fullmatch(slow, "shout " + "a" * 60)
+    assert slow.pattern in checks._SLOW
