@@ -625,8 +625,11 @@ def report_text(cfg: StudyConfig, results: Mapping[str, Any], manifest: Mapping[
         (f"- **Student**: a Llama trained from scratch, {student['parameters'] / 1e6:.2f} M parameters "
          f"({student['config']['num_hidden_layers']} layers, hidden {student['config']['hidden_size']}), byte-level "
          f"BPE of {student['vocab_actual']} tokens trained on the rows." if student else f"- **Model**: `{cfg.model}`, LoRA."),
-        f"- **Training**: `python -m training.sft`, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.learning_rate} "
-        f"(cosine), seeds {', '.join(map(str, cfg.seeds))}; every arm the same worlds and epochs.",
+        (f"- **Training**: `python -m training.sft`, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.learning_rate} "
+         f"(cosine), seeds {', '.join(map(str, cfg.seeds))}; every arm the same worlds and epochs."
+         if not any(t.get("where") for t in training.values()) else
+         f"- **Training**: elsewhere (see the training runs below), seeds {', '.join(map(str, cfg.seeds))}; every "
+         "arm the same worlds and optimizer steps."),
         f"- **Evaluation**: the refine-agent graph with the tuned model in-process, greedy, replies capped at "
         f"{cfg.max_tokens} tokens, at most {cfg.max_steps} replies. Every evaluation world is played as is and once per "
         f"mistake kind injected at reply {cfg.inject_step}. Recovery = the next action is accepted and is not the "
@@ -645,13 +648,14 @@ def report_text(cfg: StudyConfig, results: Mapping[str, Any], manifest: Mapping[
         lines += ["", f"These runs were trained on {'; '.join(where)}: a plain PyTorch loop over the same rows, masks, "
                       "tokenizer and initial student, not `training.sft` (the GPU machine's image has no TRL); the "
                       "evaluation below ran here, with the study's own harness."]
-    lines += ["", "## Results", "", markdown(results), "![study](study.png)", "", "## Wall time per stage", "",
-              "| stage | seconds |", "|---|---|"]
-    total = 0.0
-    for name, t in timings.items():
-        lines.append(f"| {name} | {t.get('seconds', 0):.0f} |")
-        total += float(t.get("seconds", 0))
-    lines += [f"| **total** | {total:.0f} |", ""]
+    lines += ["", "## Results", "", markdown(results), "![study](study.png)", ""]
+    if timings:
+        lines += ["## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
+        total = 0.0
+        for name, t in timings.items():
+            lines.append(f"| {name} | {t.get('seconds', 0):.0f} |")
+            total += float(t.get("seconds", 0))
+        lines += [f"| **total** | {total:.0f} |", ""]
     return "\n".join(lines)
 
 
