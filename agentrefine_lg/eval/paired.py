@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agentrefine_lg.eval.metrics import bootstrap_ci
+
 N_BOOT = 4000
 
 
@@ -40,26 +42,12 @@ def per_world(rows: Iterable[Mapping[str, Any]], key: str, *, world: str = "worl
     return {w: sum(v) / len(v) for w, v in sums.items()}
 
 
-def _bootstrap(values: list[float], *, n_boot: int, seed: int) -> tuple[float, float]:
-    import numpy as np
-
-    data = np.asarray(values, dtype=float)
-    if data.size == 0:
-        return float("nan"), float("nan")
-    if data.size == 1 or np.all(data == data[0]):
-        return float(data[0]), float(data[0])
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(n_boot, data.size))].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    return float(low), float(high)
-
-
 def estimate(by_world: Mapping[str, float], *, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
     """The mean over worlds with its bootstrap interval (worlds resampled)."""
     values = [by_world[w] for w in sorted(by_world)]
     if not values:
         return Estimate(float("nan"), float("nan"), float("nan"), 0)
-    low, high = _bootstrap(values, n_boot=n_boot, seed=seed)
+    low, high = bootstrap_ci(values, n_boot=n_boot, seed=seed)  # the project's one percentile bootstrap
     return Estimate(sum(values) / len(values), low, high, len(values))
 
 
