@@ -7,6 +7,12 @@ in-process model (``agentrefine eval --model-dir``: episodes in threads, their r
 The model is the tiny local one unless ``--model`` names a folder; its replies are not valid actions, so every
 episode runs its full ``--max-steps`` and the two runs do the same work. Prints steps/s, the ratio, how many
 prompts each ``generate`` took on average, and the machine's load.
+
+Measured (2 cores, load 0.6-1.0): the tiny model on BabyAI 1.25; the study's 2.26 M student on 16 grounded worlds
+0.85 (8.95 -> 7.58 steps/s; 1.3 prompts per ``generate``). On CPU a step of a small model is bound by the prefill
+of the whole conversation (~1,500 tokens recomputed every turn, about 0.1 s here), which batching does not
+reduce, and a batch pads every prompt to the longest one and runs until the longest reply ends. What would reach
+the goal is reusing each episode's KV cache from one turn to the next (prefix caching), not done yet.
 """
 
 from __future__ import annotations
