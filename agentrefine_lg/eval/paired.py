@@ -58,4 +58,4 @@ def paired_difference(a: Mapping[str, float], b: Mapping[str, float], *, n_boot:
     return estimate({w: a[w] - b[w] for w in shared}, n_boot=n_boot, seed=seed)
 
 
-__all__ = ["Estimate", "N_BOOT", "estimate", "paired_difference", "per_world"]
+__all__ = ["N_BOOT", "Estimate", "estimate", "paired_difference", "per_world"]

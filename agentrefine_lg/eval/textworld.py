@@ -53,7 +53,7 @@ def load_worlds(path: str | os.PathLike, split: str | None = None) -> list[dict[
                     continue
                 try:
                     row = json.loads(line)
-                    row["script"]  # noqa: B018 - presence check
+                    row["script"]
                 except (ValueError, KeyError, TypeError):
                     raise InputError("not a world row (expected JSON with a 'script')", where=f"{path}:{number}",
                                      field="script") from None

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as study  # noqa: E402
+import run as study
 
-from agentrefine_lg.errors import AgentRefineError  # noqa: E402
+from agentrefine_lg.errors import AgentRefineError
 
 
 def main(argv: list[str] | None = None) -> int:

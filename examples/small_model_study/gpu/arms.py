@@ -4,9 +4,16 @@ and seed, AdamW with warm-up and cosine decay; saves the model in bf16. argv: ar
 
 Used because the GPU image lacks TRL and the package's other dependencies (docs/method_study.md says so).
 """
-import json, math, os, random, sys, time
+import json
+import math
+import os
+import random
+import sys
+import time
+
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
 arm, seed, steps, bs, lr = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 OUT = os.environ["OUT"]; dev = "cuda"
 tok = AutoTokenizer.from_pretrained(".gpu/student")

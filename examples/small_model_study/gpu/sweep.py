@@ -1,7 +1,14 @@
 """GPU exploration (issue 16; run on an H200 with `.gpu/` carried, see docs/method_study.md): how many steps / what size does a from-scratch student need to act right on held-out worlds?
 Plain PyTorch loop on pre-tokenized rows (our masks); proxy = teacher-forced next-action accuracy on held-out
 clean rows (greedy), by turn index and split."""
-import json, math, os, re, sys, time, random
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
