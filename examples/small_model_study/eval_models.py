@@ -11,7 +11,6 @@ and seed in ``train/<arm>-s<seed>/merged``. Nothing is trained here; the report 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,20 +23,11 @@ from agentrefine_lg.errors import AgentRefineError
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, args = study.parse_args(argv)
-        timings = study._read_json(cfg.out / "timings.json") or {}
         for stage in study.build_plan(cfg):
-            if stage.kind != "eval":
-                continue
-            if not (study.train_dir(cfg, stage.arm, stage.seed) / "merged" / "config.json").is_file():
-                raise AgentRefineError(f"no model in {study.train_dir(cfg, stage.arm, stage.seed) / 'merged'}")
-            if study.stage_done(cfg, stage):
-                print(f"[{stage.name}] done already; skipped", flush=True)
-                continue
-            started = time.monotonic()
-            study.run_eval(cfg, stage, lambda m: print(m, flush=True))
-            timings[stage.name] = {"seconds": round(time.monotonic() - started, 1)}
-            (cfg.out / "timings.json").write_text(__import__("json").dumps(timings, indent=2), encoding="utf-8")
-        print(study.write_report(cfg, timings, lambda m: print(m, flush=True), docs=args.docs))
+            model = study.train_dir(cfg, stage.arm, stage.seed) / "merged" if stage.kind == "eval" else None
+            if model is not None and not (model / "config.json").is_file():
+                raise AgentRefineError(f"no model in {model}")
+        study.run_study(cfg, log=lambda m: print(m, flush=True), docs=args.docs, kinds=("eval", "report"))
     except AgentRefineError as exc:
         print(f"eval_models: error: {exc}", file=sys.stderr)
         return 2

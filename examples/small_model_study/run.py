@@ -666,12 +666,16 @@ RUNNERS: dict[str, Callable[[StudyConfig, Stage, Callable[[str], None]], None]] 
     "data": run_data, "student": run_student, "train": run_training, "eval": run_eval}
 
 
-def run_study(cfg: StudyConfig, *, log: Callable[[str], None] = print, docs: bool = False) -> dict[str, Any]:
-    """Run every stage not done yet, in order; returns the timings (also in ``<out>/timings.json``)."""
+def run_study(cfg: StudyConfig, *, log: Callable[[str], None] = print, docs: bool = False,
+              kinds: Sequence[str] = ("data", "student", "train", "eval", "report")) -> dict[str, Any]:
+    """Run every stage of ``kinds`` not done yet, in order; returns the timings (also in ``<out>/timings.json``).
+    ``kinds=("eval", "report")`` evaluates arms trained elsewhere (``eval_models.py``)."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     timings_path = cfg.out / "timings.json"
     timings: dict[str, Any] = _read_json(timings_path) or {}
     for stage in build_plan(cfg):
+        if stage.kind not in kinds:
+            continue
         if stage.kind == "report":
             report = write_report(cfg, timings, log, docs=docs)
             log(f"[report] {report}")
