@@ -5,10 +5,12 @@ transformers once per process, renders each conversation with the folder's chat 
 (temperature 0, docs/method.md §6), cut at ``\\nObservation:`` as the served model is. It speaks text: the refine
 agent and evaluation read its ``Thought/Action`` replies themselves.
 
-Calls made at the same time (episodes run in threads, or ``abatch``) are **batched**: one generation thread per
-model gathers the prompts waiting, left-pads them and runs one ``generate`` (KV cache) for all of them, so
-concurrent episodes share each forward pass instead of queueing for the cores. Greedy replies in a batch are the
-replies alone, up to floating-point ties. For tool calling in other LangGraph apps,
+Calls made at the same time (episodes run in threads, or ``abatch``) are **batched continuously**: one generation
+thread per model decodes every active request one token per step, a new request joins at the next step and a
+finished one leaves, so concurrent episodes share each forward pass. Each conversation's **KV cache is kept** for
+its next turn (and the prompt shared by a task's episodes for the others): a turn computes only what is new, not
+the whole conversation again. Greedy replies are those of ``generate`` alone, up to floating-point ties.
+For tool calling in other LangGraph apps,
 serve the folder (``agentrefine serve``) and use :func:`agentrefine_lg.chat_model.chat_model`.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,6 +29,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
+from transformers.cache_utils import DynamicLayer
 
 from agentrefine_lg.agent_format import content_text
 from agentrefine_lg.chat_model import DEFAULT_STOP
@@ -33,7 +37,9 @@ from agentrefine_lg.serve import trim_at_stop
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
 MAX_BATCH = 32
-"""Most prompts one ``generate`` call takes (more wait for the next)."""
+"""Most rows decoded together (more wait for a row to finish)."""
+PREFIX_CACHE_BYTES = 1 << 30
+"""Memory kept for the KV caches of recent conversations (per model), reused by their next turn."""
 
 
 @lru_cache(maxsize=4)
@@ -57,61 +63,251 @@ class _Request:
     future: Future = field(default_factory=Future)
 
 
+@dataclass
+class _Row:
+    """A request being decoded: its prompt and the tokens generated so far (the last one not yet in the cache)."""
+
+    request: _Request
+    tokens: list[int]
+    generated: int = 1
+
+    @property
+    def cached(self) -> int:
+        """How many of its tokens are in the KV cache (all but the last)."""
+        return len(self.tokens) - 1
+
+
+class _Prefixes:
+    """The KV caches of recent sequences (prompt + reply), least recently used dropped first past ``max_bytes``.
+
+    An episode's next prompt is its last prompt and reply plus one observation, and the episodes of one task share
+    their system prompt: the longest cached common prefix is reused and only the rest is computed (vLLM's prefix
+    caching, for one process)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.entries: OrderedDict[int, tuple[Any, list[tuple[Any, Any]], int]] = OrderedDict()
+        self._next = 0
+
+    def longest(self, ids: Any) -> tuple[int, list[tuple[Any, Any]] | None]:
+        """The length of the longest cached prefix of ``ids`` (a 1-D tensor) and that entry's cache."""
+        best, best_key = 0, None
+        for key, (seq, _, _) in self.entries.items():
+            n = min(len(seq), len(ids))
+            if n <= best:
+                continue
+            differ = (seq[:n] != ids[:n]).nonzero()
+            common = int(differ[0]) if len(differ) else n
+            if common > best:
+                best, best_key = common, key
+        if best_key is None:
+            return 0, None
+        self.entries.move_to_end(best_key)
+        return best, self.entries[best_key][1]
+
+    def add(self, ids: Any, layers: list[tuple[Any, Any]]) -> None:
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        # an entry this one extends (the same episode's previous turn) will not be asked for again
+        for key, (seq, _, old) in list(self.entries.items()):
+            if len(seq) <= len(ids) and bool((seq == ids[: len(seq)]).all()):
+                del self.entries[key]
+                self.bytes -= old
+        self.entries[self._next] = (ids, layers, size)
+        self._next += 1
+        self.bytes += size
+        while self.bytes > self.max_bytes and len(self.entries) > 1:
+            _, (_, _, old) = self.entries.popitem(last=False)
+            self.bytes -= old
+
+
 class _Batcher:
-    """One generation thread per loaded model: whatever prompts are waiting go into one batched ``generate``
-    (one at a time per process: torch's threads are already all the cores)."""
+    """One generation thread per loaded model, batching continuously: a request waiting joins the running batch
+    at the next decoding step (vLLM's scheduling, in miniature), so concurrent episodes share every forward pass.
+
+    A new prompt is computed alone, from the longest prefix already cached (:class:`_Prefixes`); the batch then
+    decodes greedily one token per step, its caches left-padded to one length, each row at its own positions. A
+    finished row leaves the batch at once and its cache is kept for the episode's next turn."""
 
     def __init__(self, tokenizer: Any, model: Any, device: str):
         self.tokenizer, self.model, self.device = tokenizer, model, device
+        kinds = set(getattr(model.config.get_text_config(), "layer_types", None) or ["full_attention"])
+        if not kinds <= {"full_attention", "sliding_attention"}:
+            raise ValueError(f"in-process generation needs an attention-only model; {type(model).__name__} has "
+                             f"{sorted(kinds)} layers: serve it with vLLM (agentrefine serve --engine vllm)")
+        eos = model.generation_config.eos_token_id
+        pad = tokenizer.pad_token_id
+        self.stops = {t for t in (eos if isinstance(eos, list) else [eos]) if t is not None}
+        if pad is not None:
+            self.stops.add(pad)
         self.pending: queue.SimpleQueue[_Request] = queue.SimpleQueue()
-        self.batches = 0  # generate calls made, and prompts answered: how much batching happened
-        self.prompts = 0
+        # how much sharing happened: prompts answered, decoding steps and rows decoded, prompt tokens computed
+        # and reused from the prefix cache
+        self.reset()
         threading.Thread(target=self._loop, name="agentrefine-local-generate", daemon=True).start()
 
+    def reset(self) -> None:
+        """Forget the cached conversations and zero the counts (between measurements; not while requests run)."""
+        self.prefixes = _Prefixes(PREFIX_CACHE_BYTES)
+        self.prompts = self.steps = self.rows = self.prefilled = self.reused = 0
+
     def submit(self, input_ids: list[int], max_new_tokens: int) -> list[int]:
+        if not input_ids or max_new_tokens < 1:
+            raise ValueError(f"a prompt of {len(input_ids)} tokens with max_new_tokens={max_new_tokens}")
         request = _Request(input_ids, max_new_tokens)
         self.pending.put(request)
         return request.future.result()
 
     def _loop(self) -> None:
+        rows: list[_Row] = []
+        cache, mask = None, None
         while True:
-            batch = [self.pending.get()]
-            while len(batch) < MAX_BATCH:
+            admitted: list[tuple[_Row, list[tuple[Any, Any]]]] = []
+            while len(rows) + len(admitted) < MAX_BATCH:
                 try:
-                    batch.append(self.pending.get_nowait())
+                    request = self.pending.get(block=not rows and not admitted)
                 except queue.Empty:
                     break
-            try:
-                outputs = self._generate(batch)
-            except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch, which re-raises
-                for request in batch:
+                try:
+                    row, kv = self._prefill(request)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises
                     request.future.set_exception(exc)
+                    continue
+                if self._finished(row):
+                    self._finish(row, kv)
+                else:
+                    admitted.append((row, kv))
+            if admitted:
+                current = _layers(cache) if rows else []
+                cache, mask = _pack([(current, i, r.cached) for i, r in enumerate(rows)]
+                                    + [(kv, 0, r.cached) for r, kv in admitted], _room(rows, admitted))
+                rows += [r for r, _ in admitted]
+            if not rows:
                 continue
-            for request, out in zip(batch, outputs):
-                request.future.set_result(out)
+            try:
+                mask = self._step(rows, cache, mask)
+            except BaseException as exc:  # noqa: BLE001 - every row of the batch fails with it
+                for row in rows:
+                    row.request.future.set_exception(exc)
+                rows, cache, mask = [], None, None
+                continue
+            done = {i for i, row in enumerate(rows) if self._finished(row)}
+            if done:
+                current = _layers(cache)
+                for i in done:
+                    n = rows[i].cached
+                    self._finish(rows[i], [(k[i:i + 1, :, -n:].clone(), v[i:i + 1, :, -n:].clone())
+                                           for k, v in current])
+                keep = [i for i in range(len(rows)) if i not in done]
+                if keep:
+                    cache, mask = _pack([(current, i, rows[i].cached) for i in keep],
+                                        _room([rows[i] for i in keep], []))
+                rows = [rows[i] for i in keep]
 
-    def _generate(self, batch: list[_Request]) -> list[list[int]]:
+    def _prefill(self, request: _Request) -> tuple[_Row, list[tuple[Any, Any]]]:
+        import torch
+        from transformers import DynamicCache
+
+        ids = torch.tensor(request.input_ids, device=self.device)
+        reuse, cached = self.prefixes.longest(ids)
+        reuse = min(reuse, len(ids) - 1)  # the last prompt token is computed: its logits give the first token
+        cache = DynamicCache([(k[:, :, :reuse], v[:, :, :reuse]) for k, v in cached]) if reuse else DynamicCache()
+        with torch.inference_mode():
+            out = self.model(input_ids=ids[None, reuse:], cache=cache, use_cache=True,
+                             position_ids=torch.arange(reuse, len(ids), device=self.device)[None],
+                             logits_to_keep=1)
+        self.prompts += 1
+        self.prefilled += len(ids) - reuse
+        self.reused += reuse
+        first = int(out.logits[0, -1].argmax())
+        kv = [(layer.keys, layer.values) for layer in out.cache.layers]
+        return _Row(request, [*request.input_ids, first]), kv
+
+    def _step(self, rows: list[_Row], cache: Any, mask: Any) -> Any:
+        """One token for every row; the cache grows in place. Returns the attention mask, one column longer."""
         import torch
 
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        width = max(len(r.input_ids) for r in batch)
-        # left padding: every prompt ends at the same position, so the new tokens line up
-        ids = torch.tensor([[pad] * (width - len(r.input_ids)) + r.input_ids for r in batch], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r.input_ids)) + [1] * len(r.input_ids) for r in batch],
-                            device=self.device)
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
         with torch.inference_mode():
-            out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, pad_token_id=pad,
-                                      max_new_tokens=max(r.max_new_tokens for r in batch))
-        self.batches += 1
-        self.prompts += len(batch)
-        eos = self.model.generation_config.eos_token_id
-        stops = set(eos if isinstance(eos, list) else [eos]) | {pad}
-        replies = []
-        for row, request in zip(out[:, width:].tolist(), batch):
-            row = row[: request.max_new_tokens]
-            cut = next((i for i, t in enumerate(row) if t in stops), len(row))
-            replies.append(row[: cut + 1] if cut < len(row) else row)
-        return replies
+            out = self.model(input_ids=torch.tensor([[r.tokens[-1]] for r in rows], device=self.device),
+                             position_ids=torch.tensor([[len(r.tokens) - 1] for r in rows], device=self.device),
+                             attention_mask=mask, cache=cache, use_cache=True)
+        for row, token in zip(rows, out.logits[:, -1].argmax(-1).tolist()):
+            row.tokens.append(token)
+            row.generated += 1
+        self.steps += 1
+        self.rows += len(rows)
+        return mask
+
+    def _finished(self, row: _Row) -> bool:
+        return row.tokens[-1] in self.stops or row.generated >= row.request.max_new_tokens
+
+    def _finish(self, row: _Row, kv: list[tuple[Any, Any]]) -> None:
+        """Answer the row (its reply ends with the stop token, if one came) and keep its cache for the next turn."""
+        import torch
+
+        cached = row.tokens[:-1]  # the last token was never fed to the model
+        self.prefixes.add(torch.tensor(cached, device=self.device), kv)
+        reply = row.tokens[len(row.request.input_ids):]
+        row.request.future.set_result(reply)
+
+
+class _GrowingLayer(DynamicLayer):
+    """A cache layer with room to grow, written in place: ``DynamicLayer`` concatenates, copying the whole batch's
+    cache at every token (most of a decoding step's time here, measured)."""
+
+    def __init__(self, keys: Any, values: Any, length: int):
+        super().__init__()
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self.length, self._keys, self._values = length, keys, values  # buffers; the first ``length`` columns used
+        self.keys, self.values = keys[:, :, :length], values[:, :, :length]
+
+    def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        end = self.length + key_states.shape[2]
+        if end > self._keys.shape[2]:
+            self._keys, self._values = _with_room(self.keys, end), _with_room(self.values, end)
+        self._keys[:, :, self.length:end] = key_states
+        self._values[:, :, self.length:end] = value_states
+        self.length = end
+        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+        return self.keys, self.values
+
+
+def _with_room(t: Any, room: int) -> Any:
+    grown = t.new_empty(*t.shape[:2], t.shape[2] + room, t.shape[3])
+    grown[:, :, : t.shape[2]] = t
+    return grown
+
+
+def _layers(cache: Any) -> list[tuple[Any, Any]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _room(rows: list[_Row], admitted: list[tuple[_Row, Any]]) -> int:
+    """Columns the batch can still grow by: the longest reply still possible (the cache is copied past it)."""
+    return max(r.request.max_new_tokens - r.generated for r in [*rows, *(r for r, _ in admitted)])
+
+
+def _pack(rows: list[tuple[list[tuple[Any, Any]], int, int]], room: int) -> tuple[Any, Any]:
+    """A batch cache of ``rows`` — each a cache's layers, the row in it and how many of its last columns are that
+    row's tokens — right-aligned (left padding, so every row's next token goes in the same column), with ``room``
+    columns to grow in place; and its attention mask. One copy of each row: the cost of a row joining or leaving."""
+    import torch
+    from transformers import DynamicCache
+
+    width = max(n for _, _, n in rows)
+    cache = DynamicCache()
+    for layer in range(len(rows[0][0])):
+        k0 = rows[0][0][layer][0]
+        keys = k0.new_zeros(len(rows), k0.shape[1], width + room, k0.shape[3])
+        values = keys.clone()
+        for j, (source, i, n) in enumerate(rows):
+            keys[j, :, width - n:width] = source[layer][0][i, :, -n:]
+            values[j, :, width - n:width] = source[layer][1][i, :, -n:]
+        cache.layers.append(_GrowingLayer(keys, values, width))
+    mask = torch.zeros(len(rows), width, dtype=torch.long, device=k0.device)
+    for j, (_, _, n) in enumerate(rows):
+        mask[j, width - n:] = 1
+    return cache, mask
 
 
 _BATCHERS: dict[tuple[str, str], _Batcher] = {}

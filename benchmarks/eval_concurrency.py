@@ -32,6 +32,8 @@ def measure(model_dir: str, task: str, episodes: int, max_steps: int, workers: i
     from agentrefine_lg.eval.harness import ModelSpec, run_eval
 
     spec = ModelSpec(local=model_dir, max_tokens=max_tokens)
+    batcher = local_model._batcher(model_dir, "cpu")
+    batcher.reset()  # this run's counts, and no conversation cached by an earlier run
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         run_eval(tasks=[task], episodes=episodes, model=spec, out=out, max_steps=max_steps, workers=workers,
@@ -41,9 +43,9 @@ def measure(model_dir: str, task: str, episodes: int, max_steps: int, workers: i
     import json
 
     steps = sum(int(json.loads(r)["steps"]) for r in rows)
-    batcher = local_model._batcher(model_dir, "cpu")
-    print(f"workers {workers}: {steps} steps in {elapsed:.1f}s = {steps / elapsed:.2f} steps/s "
-          f"(so far {batcher.prompts} prompts in {batcher.batches} generate calls)", flush=True)
+    print(f"workers {workers}: {steps} steps in {elapsed:.1f}s = {steps / elapsed:.2f} steps/s ("
+          f"{batcher.prompts} prompts, {batcher.rows / max(batcher.steps, 1):.1f} rows per decoding step, "
+          f"{batcher.reused / max(batcher.reused + batcher.prefilled, 1):.0%} of prompt tokens reused)", flush=True)
     return steps / elapsed
 
 

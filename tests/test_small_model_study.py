@@ -1,6 +1,7 @@
 """The method study (examples/small_model_study/run.py) and the library parts it is built from: world-split data,
-the from-scratch student, paired statistics over worlds, the grounded-worlds evaluation task and the batched
-in-process model. The whole study end to end at ``--quick`` size is a slow test."""
+the from-scratch student, paired statistics over worlds and the grounded-worlds evaluation task (the in-process
+model has its own specification, test_local_model.py). The whole study end to end at ``--quick`` size is a slow
+test."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import importlib.util
 import json
 import math
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -275,36 +275,6 @@ def test_textworld_task_is_registered_but_not_part_of_all():
 
     assert "textworld" not in parse_task_list("all")
     assert parse_task_list("textworld") == ["textworld"]
-
-
-def test_concurrent_calls_to_a_local_model_are_batched_and_answer_as_alone(tmp_path):
-    from langchain_core.messages import HumanMessage, SystemMessage
-
-    from agentrefine_lg import local_model
-    from training.tiny import build_tiny_model
-
-    folder = str(build_tiny_model(tmp_path / "tiny"))
-    chat = local_model.local_chat_model(folder, max_new_tokens=12)
-    prompts = [[SystemMessage("You are an agent."), HumanMessage(f"Observation {i}: a door {'east' * i}.")]
-               for i in range(6)]
-    alone = [chat.invoke(p).content for p in prompts]
-    batcher = local_model._batcher(folder, "cpu")
-    before = (batcher.batches, batcher.prompts)
-    results: dict[int, str] = {}
-    gate = threading.Barrier(len(prompts))
-
-    def ask(i: int) -> None:
-        gate.wait()
-        results[i] = chat.invoke(prompts[i]).content
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert [results[i] for i in range(len(prompts))] == alone
-    batches, answered = batcher.batches - before[0], batcher.prompts - before[1]
-    assert answered == len(prompts) and batches < len(prompts)
 
 
 # ---------------------------------------------------------------------------------------------- end to end
