@@ -10,6 +10,8 @@ thread per model decodes every active request one token per step, a new request 
 finished one leaves, so concurrent episodes share each forward pass. Each conversation's **KV cache is kept** for
 its next turn (and the prompt shared by a task's episodes for the others): a turn computes only what is new, not
 the whole conversation again. Greedy replies are those of ``generate`` alone, up to floating-point ties.
+transformers' own continuous batching (paged attention; ``agentrefine serve`` uses it) was measured here too and ran
+slower in-process on CPU (benchmarks/eval_concurrency.py), hence this small engine.
 For tool calling in other LangGraph apps,
 serve the folder (``agentrefine serve``) and use :func:`agentrefine_lg.chat_model.chat_model`.
 """
