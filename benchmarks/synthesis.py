@@ -116,13 +116,12 @@ def _personas(n: int):
 
 async def throughput(base_url: str, latency: float, concurrency: int, n: int, shard: tuple[int, int] = (0, 1),
                      start: Any = None) -> dict:
+    import openai
     from langchain_openai import ChatOpenAI
 
     from agentrefine_lg.llm_roles import llm_teacher
     from agentrefine_lg.runner import in_shard, run_synthesis
     from agentrefine_lg.synthesis import create_synthesis_graph
-
-    import openai
 
     # A client of this run's event loop: langchain-openai's cached default client belongs to the first loop
     # that used it, and each concurrency level here is its own asyncio.run.
