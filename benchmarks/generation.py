@@ -2,9 +2,10 @@
 
     python benchmarks/generation.py [--model DIR] [--prompt-tokens 1800] [--new-tokens 48] [--threads 1,2] [--busy]
 
-For each torch thread count: tokens/s of ``model.generate`` (greedy, what the CPU server and the in-process model
-run) and of a bare loop (one forward pass over the prompt, then one forward per new token with the KV cache, argmax),
-and their ratio. ``--busy`` runs the same measurements beside a process that keeps one core busy (as the harness
+For each torch thread count: tokens/s of ``model.generate`` (greedy, what the CPU server runs), of the in-process
+model's engine (``agentrefine_lg.local_model``: its own decoding loop with a cache grown in place, one request, no
+cached prefix) and of a bare loop (one forward pass over the prompt, then one forward per new token with the KV
+cache, argmax), and their ratios to the bare loop. ``--busy`` runs the same measurements beside a process that keeps one core busy (as the harness
 and the engines do during an evaluation), to show what thread oversubscription costs. Prints the machine's load.
 The model is the tiny local one unless ``--model`` names a folder.
 """
@@ -56,18 +57,33 @@ def with_generate(model, ids, new_tokens: int) -> float:
     return time.perf_counter() - started
 
 
-def measure(model_dir: str, prompt_tokens: int, new_tokens: int, threads: int, repeats: int) -> tuple[float, float]:
+def with_engine(batcher, ids, new_tokens: int) -> float:
+    batcher.reset()  # no cached prefix: the whole prompt is computed, as for generate and the bare loop
+    started = time.perf_counter()
+    out = batcher.submit(ids[0].tolist(), new_tokens)
+    assert len(out) == new_tokens
+    return time.perf_counter() - started
+
+
+def measure(model_dir: str, prompt_tokens: int, new_tokens: int, threads: int,
+            repeats: int) -> tuple[float, float, float]:
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from agentrefine_lg import local_model
 
     torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    # a generation thread of its own, started after set_num_threads (a running thread keeps the count it began with)
+    batcher = local_model._Batcher(*local_model._load(model_dir, "cpu"), "cpu")
+    batcher.stops = set()  # every reply runs its full length, as min_new_tokens makes generate do
+    model = batcher.model
     ids = torch.randint(10, model.config.vocab_size - 10, (1, prompt_tokens))
     with_generate(model, ids, 4)
+    with_engine(batcher, ids, 4)
     bare_loop(model, ids, 4)  # warm-up
     gen = min(with_generate(model, ids, new_tokens) for _ in range(repeats))
+    engine = min(with_engine(batcher, ids, new_tokens) for _ in range(repeats))
     bare = min(bare_loop(model, ids, new_tokens) for _ in range(repeats))
-    return new_tokens / gen, new_tokens / bare
+    return new_tokens / gen, new_tokens / engine, new_tokens / bare
 
 
 def main() -> None:
@@ -92,10 +108,11 @@ def main() -> None:
                 neighbour.start()
             try:
                 for threads in (int(t) for t in args.threads.split(",")):
-                    gen, bare = measure(model, args.prompt_tokens, args.new_tokens, threads, args.repeats)
-                    print(f"{'busy neighbour' if busy else 'idle':14s} threads {threads}: generate {gen:7.1f} tokens/s, "
-                          f"bare KV-cache loop {bare:7.1f} tokens/s, ratio {gen / bare:.2f} "
-                          f"({args.prompt_tokens}-token prompt, {args.new_tokens} new tokens)", flush=True)
+                    gen, engine, bare = measure(model, args.prompt_tokens, args.new_tokens, threads, args.repeats)
+                    print(f"{'busy neighbour' if busy else 'idle':14s} threads {threads}: generate {gen:7.1f} tokens/s "
+                          f"(ratio {gen / bare:.2f}), in-process engine {engine:7.1f} ({engine / bare:.2f}), "
+                          f"bare KV-cache loop {bare:7.1f} ({args.prompt_tokens}-token prompt, "
+                          f"{args.new_tokens} new tokens)", flush=True)
             finally:
                 if neighbour:
                     stop.set()
