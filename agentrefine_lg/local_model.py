@@ -135,7 +135,7 @@ class _Batcher:
         kinds = set(getattr(model.config.get_text_config(), "layer_types", None) or ["full_attention"])
         if not kinds <= {"full_attention", "sliding_attention"}:
             raise ValueError(f"in-process generation needs an attention-only model; {type(model).__name__} has "
-                             f"{sorted(kinds)} layers: serve it with vLLM (agentrefine serve --engine vllm)")
+                             f"{sorted(kinds)} layers: serve it (agentrefine serve --backend vllm)")
         eos = model.generation_config.eos_token_id
         pad = tokenizer.pad_token_id
         self.stops = {t for t in (eos if isinstance(eos, list) else [eos]) if t is not None}
@@ -171,39 +171,41 @@ class _Batcher:
                     break
                 try:
                     row, kv = self._prefill(request)
+                    if self._finished(row):
+                        self._finish(row, kv)
+                        continue
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises
-                    request.future.set_exception(exc)
+                    if not request.future.done():
+                        request.future.set_exception(exc)
                     continue
-                if self._finished(row):
-                    self._finish(row, kv)
-                else:
-                    admitted.append((row, kv))
-            if admitted:
-                current = _layers(cache) if rows else []
-                cache, mask = _pack([(current, i, r.cached) for i, r in enumerate(rows)]
-                                    + [(kv, 0, r.cached) for r, kv in admitted], _room(rows, admitted))
-                rows += [r for r, _ in admitted]
-            if not rows:
-                continue
+                admitted.append((row, kv))
             try:
+                if admitted:
+                    current = _layers(cache) if rows else []
+                    cache, mask = _pack([(current, i, r.cached) for i, r in enumerate(rows)]
+                                        + [(kv, 0, r.cached) for r, kv in admitted], _room(rows, admitted))
+                    rows += [r for r, _ in admitted]
+                    admitted = []
+                if not rows:
+                    continue
                 mask = self._step(rows, cache, mask)
-            except BaseException as exc:  # noqa: BLE001 - every row of the batch fails with it
-                for row in rows:
-                    row.request.future.set_exception(exc)
+                done = {i for i, row in enumerate(rows) if self._finished(row)}
+                if done:
+                    current = _layers(cache)
+                    for i in done:
+                        n = rows[i].cached
+                        self._finish(rows[i], [(k[i:i + 1, :, -n:].clone(), v[i:i + 1, :, -n:].clone())
+                                               for k, v in current])
+                    keep = [i for i in range(len(rows)) if i not in done]
+                    if keep:
+                        cache, mask = _pack([(current, i, rows[i].cached) for i in keep],
+                                            _room([rows[i] for i in keep], []))
+                    rows = [rows[i] for i in keep]
+            except BaseException as exc:  # noqa: BLE001 - every unanswered row fails with it; the thread goes on
+                for row in [*rows, *(r for r, _ in admitted)]:
+                    if not row.request.future.done():
+                        row.request.future.set_exception(exc)
                 rows, cache, mask = [], None, None
-                continue
-            done = {i for i, row in enumerate(rows) if self._finished(row)}
-            if done:
-                current = _layers(cache)
-                for i in done:
-                    n = rows[i].cached
-                    self._finish(rows[i], [(k[i:i + 1, :, -n:].clone(), v[i:i + 1, :, -n:].clone())
-                                           for k, v in current])
-                keep = [i for i in range(len(rows)) if i not in done]
-                if keep:
-                    cache, mask = _pack([(current, i, rows[i].cached) for i in keep],
-                                        _room([rows[i] for i in keep], []))
-                rows = [rows[i] for i in keep]
 
     def _prefill(self, request: _Request) -> tuple[_Row, list[tuple[Any, Any]]]:
         import torch

@@ -178,3 +178,25 @@ def test_a_sliding_window_model_answers_as_alone_past_its_window():
         chats = [chat + [{"role": "assistant", "content": batcher.tokenizer.decode(reply, skip_special_tokens=True)},
                          {"role": "user", "content": "You see a door."}] for chat, reply in zip(chats, replies)]
     assert batcher.prefilled - computed_before < sum(map(len, prompts)) // 4  # the second turn came from the cache
+
+
+@pytest.mark.parametrize("part", ["_step", "_pack"])
+def test_a_failure_while_decoding_fails_the_batch_and_the_engine_goes_on(batcher, monkeypatch, part):
+    ids = prompt_ids(batcher, [{"role": "user", "content": "Observation: a key."}])
+    owner = batcher if part == "_step" else local_model
+    real, calls = getattr(owner, part), {"n": 0}
+
+    def broken_once(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, part, broken_once)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        batcher.submit(ids, 8)
+    later: dict[str, list[int]] = {}
+    asker = threading.Thread(target=lambda: later.setdefault("reply", batcher.submit(ids, 8)), daemon=True)
+    asker.start()
+    asker.join(timeout=30)
+    assert later.get("reply") == alone(batcher, ids, 8)  # the generation thread survived and still answers
