@@ -1,12 +1,12 @@
 """Whole evaluation episodes at once: steps/s with 4 concurrent episodes as a ratio of one at a time, for an
-in-process model (``agentrefine eval --model-dir``: episodes in threads, their replies batched into one
-``generate``) — issue 15's goal is >= 2.5 on 2 cores.
+in-process model (``agentrefine eval --model-dir``: episodes in threads, their replies decoded together by one
+generation thread that keeps each episode's KV cache between turns) — issue 15's goal is >= 2.5 on 2 cores.
 
     python benchmarks/eval_concurrency.py [--model DIR] [--task babyai] [--episodes 8] [--max-steps 6]
 
 The model is the tiny local one unless ``--model`` names a folder; its replies are not valid actions, so every
 episode runs its full ``--max-steps`` and the two runs do the same work. Prints steps/s, the ratio, how many
-prompts each ``generate`` took on average, and the machine's load.
+rows each decoding step took on average, the share of prompt tokens that came from the cache, and the machine's load.
 
 Measured (2 cores, load 1.2-1.7, 16 episodes x 8 steps), before -> after continuous batching and prefix caching
 in ``local_model``: the tiny model on BabyAI 25.2 -> 29.8 steps/s alone and 32.0 -> 50.2 with 4 (ratio 1.27 -> 1.68);
