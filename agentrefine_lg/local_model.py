@@ -11,9 +11,8 @@ finished one leaves, so concurrent episodes share each forward pass. Each conver
 its next turn (and the prompt shared by a task's episodes for the others): a turn computes only what is new, not
 the whole conversation again. Greedy replies are those of ``generate`` alone, up to floating-point ties.
 transformers' own continuous batching (paged attention; ``agentrefine serve`` uses it) was measured here too and ran
-slower in-process on CPU (benchmarks/eval_concurrency.py), hence this small engine.
-For tool calling in other LangGraph apps,
-serve the folder (``agentrefine serve``) and use :func:`agentrefine_lg.chat_model.chat_model`.
+slower in-process on CPU (benchmarks/eval_concurrency.py), hence this small engine. For tool calling in other
+LangGraph apps, serve the folder (``agentrefine serve``) and use :func:`agentrefine_lg.chat_model.chat_model`.
 """
 
 from __future__ import annotations
