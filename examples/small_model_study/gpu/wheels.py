@@ -29,7 +29,7 @@ fonttools frozenlist fsspec h11 h5py hf-xet httpcore httpx huggingface-hub idna 
 markdown-it-py markupsafe matplotlib mdurl ml-dtypes mpmath msgpack multidict networkx numpy packaging pandas peft
 pillow pip pluggy propcache protobuf psutil pyarrow pygments pyparsing python-dateutil pyyaml regex requests rich
 safetensors scipy setuptools six sympy tokenizers torch tqdm transformers triton typing-extensions urllib3 wheel
-wrapt xxhash yarl zipp""".split())
+wrapt xxhash yarl zipp""".split())  # noqa: SIM905 - pasted from KINDS.md
 """Distributions the GPU image already has (a subset of KINDS.md's list: those this closure can meet)."""
 
 PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
