@@ -2,7 +2,8 @@
 
 ``local_chat_model("runs/sft/merged")`` loads the folder (or an alias such as ``gemma-3-270m``) with
 transformers once per process, renders each conversation with the folder's chat template and answers greedily
-(temperature 0, docs/method.md §6), cut at ``\\nObservation:`` as the served model is. It speaks text: the refine
+(temperature 0, docs/method.md §6), stopped at ``\\nObservation:`` as the served model is: decoding ends at
+the token that completes a stop sequence, and the text is cut before it. It speaks text: the refine
 agent and evaluation read its ``Thought/Action`` replies themselves.
 
 Calls made at the same time (episodes run in threads, or ``abatch``) are **batched continuously**: one generation
@@ -61,6 +62,7 @@ def _load(path: str, device: str) -> tuple[Any, Any]:
 class _Request:
     input_ids: list[int]
     max_new_tokens: int
+    stops: tuple[str, ...] = ()  # stop sequences: the row leaves the batch as soon as its text holds one
     future: Future = field(default_factory=Future)
 
 
@@ -151,10 +153,12 @@ class _Batcher:
         self.prefixes = _Prefixes(PREFIX_CACHE_BYTES)
         self.prompts = self.steps = self.rows = self.prefilled = self.reused = 0
 
-    def submit(self, input_ids: list[int], max_new_tokens: int) -> list[int]:
+    def submit(self, input_ids: list[int], max_new_tokens: int, stops: tuple[str, ...] = ()) -> list[int]:
+        """The greedy reply's tokens: up to a stop token, ``max_new_tokens``, or the token that completes one of
+        ``stops`` (included: the caller trims the text, as OpenAI's API does)."""
         if not input_ids or max_new_tokens < 1:
             raise ValueError(f"a prompt of {len(input_ids)} tokens with max_new_tokens={max_new_tokens}")
-        request = _Request(input_ids, max_new_tokens)
+        request = _Request(input_ids, max_new_tokens, tuple(s for s in stops if s))
         self.pending.put(request)
         return request.future.result()
 
@@ -242,7 +246,15 @@ class _Batcher:
         return mask
 
     def _finished(self, row: _Row) -> bool:
-        return row.tokens[-1] in self.stops or row.generated >= row.request.max_new_tokens
+        if row.tokens[-1] in self.stops or row.generated >= row.request.max_new_tokens:
+            return True
+        if not row.request.stops:
+            return False
+        # Only the newest tokens can complete a stop sequence that was not there a step ago: decode a window of
+        # them (every token is at least one byte, so the longest stop's length in bytes suffices).
+        window = max(len(s.encode()) for s in row.request.stops) + 1
+        tail = self.tokenizer.decode(row.tokens[-min(window, row.generated):], skip_special_tokens=True)
+        return any(s in tail for s in row.request.stops)
 
     def _finish(self, row: _Row, kv: list[tuple[Any, Any]]) -> None:
         """Answer the row (its reply ends with the stop token, if one came) and keep its cache for the next turn."""
@@ -349,9 +361,9 @@ class LocalChatModel(BaseChatModel):
         chat = [{"role": _ROLES.get(m.type, "user"), "content": content_text(m.content)} for m in messages]
         input_ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True)
         prompt = list(input_ids["input_ids"])
-        new = batcher.submit(prompt, int(kwargs.get("max_tokens") or self.max_new_tokens))
-        text = tokenizer.decode(new, skip_special_tokens=True)
-        text = trim_at_stop(text, [*(stop or []), *self.stop])
+        stops = [*(stop or []), *self.stop]
+        new = batcher.submit(prompt, int(kwargs.get("max_tokens") or self.max_new_tokens), tuple(stops))
+        text = trim_at_stop(tokenizer.decode(new, skip_special_tokens=True), stops)
         usage = {"input_tokens": len(prompt), "output_tokens": len(new), "total_tokens": len(prompt) + len(new)}
         return ChatResult(generations=[ChatGeneration(message=AIMessage(text, usage_metadata=usage))])
 

@@ -211,3 +211,22 @@ def test_a_failure_while_decoding_fails_the_batch_and_the_engine_goes_on(batcher
     first = ask()
     assert isinstance(first, RuntimeError) and "out of memory" in str(first)
     assert ask() == alone(batcher, ids, 8)  # the generation thread survived and still answers
+
+
+def test_decoding_ends_at_the_token_that_completes_a_stop_sequence(batcher, folder):
+    ids = prompt_ids(batcher, [{"role": "user", "content": "Observation: a key lies on the table."}])
+    full = alone(batcher, ids, 24)
+    decode = batcher.tokenizer.decode
+    text = decode(full, skip_special_tokens=True)
+    stop = decode(full[:9], skip_special_tokens=True)[-3:]  # some text the greedy reply writes midway
+    assert stop.strip() and stop in text
+    first = next(n for n in range(1, len(full) + 1) if stop in decode(full[:n], skip_special_tokens=True))
+    assert first < len(full)
+
+    assert batcher.submit(ids, 24, (stop,)) == full[:first]  # the stopping token is the reply's last
+    assert together(batcher, [ids, ids[:-2]], 24)[0] == full  # without a stop sequence, the whole reply
+
+    chat = local_model.local_chat_model(folder, max_new_tokens=24)
+    reply = chat.invoke([HumanMessage("Observation: a key lies on the table.")], stop=[stop])
+    assert reply.content == text[: text.find(stop)]
+    assert reply.usage_metadata["output_tokens"] == first
