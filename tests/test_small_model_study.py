@@ -221,7 +221,7 @@ def _fake_rows(arm: str, seed: int, good: float) -> list[dict]:
     for i in range(6):
         world = f"custom-{i}"
         rows.append({"split": "heldout", "episode": i, "condition": "none", "world": world, "arm": arm,
-                     "success": (i / 6) < good, "progress": good, "steps": 4, "invalid_actions": 1,
+                     "kind": "coin_collector" if i < 3 else "custom", "success": (i / 6) < good, "progress": good, "steps": 4, "invalid_actions": 1,
                      "repeated_mistakes": 0})
         for kind in ("parameter_error", "place_error", "logic_error"):
             rows.append({"split": "heldout", "episode": i, "condition": kind, "world": world, "arm": arm,
@@ -249,6 +249,9 @@ def test_report_from_evaluation_files_has_tables_differences_and_a_chart(study, 
     diff = next(d for d in results["diffs"] if d["condition"] == "logic_error" and d["metric"] == "recovered"
                 and (d["a"], d["b"]) == ("refine", "bc"))
     assert diff["value"] == pytest.approx(0.5) and diff["n"] == 6
+    by_kind = {(r["arm"], r["kind"]): (r["success"]["value"], r["success"]["n"]) for r in results["by_kind"]}
+    assert by_kind[("bc", "coin_collector")] == (pytest.approx(2 / 3), 3) and by_kind[("bc", "custom")] == (0.0, 3)
+    assert "Uninjected success by game kind" in text and "| bc | custom | 3 | 0.0 [0.0, 0.0] |" in text
     assert (cfg.out / "study.png").stat().st_size > 10_000
     capped = config(study, tmp_path, "--seeds", "0", "--n-unseen", "0", "--eval-worlds", "3")
     assert len(study.eval_jobs(capped)) == 3 * 4  # three worlds, each as is and with each mistake kind

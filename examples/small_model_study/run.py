@@ -421,7 +421,8 @@ def run_eval(cfg: StudyConfig, stage: Stage, log: Callable[[str], None]) -> None
 def _episode_values(row: Mapping[str, Any]) -> dict[str, Any]:
     """The per-episode quantities the report averages (per world, then over worlds)."""
     steps = max(1, int(row.get("steps") or 0))
-    out: dict[str, Any] = {"world": row["world"], "split": row["split"], "condition": row["condition"]}
+    out: dict[str, Any] = {"world": row["world"], "split": row["split"], "condition": row["condition"],
+                           "kind": row.get("kind")}
     if row["condition"] == "none":
         out.update(success=bool(row["success"]), progress=float(row["progress"]),
                    invalid_rate=int(row["invalid_actions"]) / steps,
@@ -456,7 +457,14 @@ def collect(cfg: StudyConfig) -> dict[str, Any]:
     splits = [s for s, n in (("heldout", cfg.n_heldout), ("unseen", cfg.n_unseen)) if n]
     table: list[dict[str, Any]] = []
     diffs: list[dict[str, Any]] = []
+    by_kind: list[dict[str, Any]] = []  # uninjected success per game kind: where an arm's successes come from
     for split in splits:
+        for arm, rows in values.items():
+            chosen = [r for r in rows if r["split"] == split and r["condition"] == "none"]
+            for kind in sorted({r["kind"] for r in chosen if r["kind"]}):
+                of_kind = [r for r in chosen if r["kind"] == kind]
+                by_kind.append({"split": split, "arm": arm, "kind": kind,
+                                "success": estimate(per_world(of_kind, "success")).to_dict()})
         for condition in CONDITIONS:
             metrics = UNINJECTED if condition == "none" else INJECTED
             by_arm: dict[str, dict[str, dict[str, float]]] = {}
@@ -477,7 +485,7 @@ def collect(cfg: StudyConfig) -> dict[str, Any]:
                     for m, _ in metrics:
                         diffs.append({"split": split, "condition": condition, "metric": m, "a": a, "b": b,
                                       **paired_difference(by_arm[a][m], by_arm[b][m]).to_dict()})
-    return {"table": table, "diffs": diffs}
+    return {"table": table, "diffs": diffs, "by_kind": by_kind}
 
 
 def _pct(e: Mapping[str, Any] | None, signed: bool = False) -> str:
@@ -498,6 +506,11 @@ def markdown(results: Mapping[str, Any]) -> str:
         for r in table:
             if r["split"] == split and r["condition"] == "none":
                 lines.append(f"| {r['arm']} | {r['success']['n']} | " + " | ".join(_pct(r[m]) for m, _ in UNINJECTED) + " |")
+        kinds = [r for r in results.get("by_kind", []) if r["split"] == split]
+        if len({r["kind"] for r in kinds}) > 1:
+            lines += ["", "Uninjected success by game kind:", "", "| arm | kind | N worlds | success % |",
+                      "|---|---|---|---|"]
+            lines += [f"| {r['arm']} | {r['kind']} | {r['success']['n']} | {_pct(r['success'])} |" for r in kinds]
         lines += ["", "Injected mistakes (at the given reply the agent's action is replaced by one of the kind):", "",
                   "| kind | arm | N worlds (injected episodes) | " + " | ".join(label for _, label in INJECTED) + " |",
                   "|---|---|---|" + "---|" * len(INJECTED)]
