@@ -556,10 +556,9 @@ def plot(results: Mapping[str, Any], path: Path, *, title: str) -> Path:
                     ys.append(100 * e["value"])
                     lo.append(max(0.0, 100 * (e["value"] - e["low"])))
                     hi.append(max(0.0, 100 * (e["high"] - e["value"])))
-                bars = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=arm)
-                for x, y in zip(xs, ys):
-                    ax.text(x, y + 1, f"{y:.0f}", ha="center", va="bottom", fontsize=6)
-                del bars
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=arm)
+                for x, y, up in zip(xs, ys, hi):  # above the interval's top, where the error bar cannot hide it
+                    ax.text(x, y + up + 1, f"{y:.0f}", ha="center", va="bottom", fontsize=6)
             ax.set_xticks(range(len(groups)), [g.replace("_error", "") if g != "none" else "no injection" for g in groups],
                           fontsize=8)
             ax.set_ylim(0, 110)
