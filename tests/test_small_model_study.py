@@ -9,6 +9,8 @@ import importlib.util
 import json
 import math
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,8 @@ def test_quick_is_a_small_run_of_every_stage(study, tmp_path):
     (["--n-train", "0"], "n_train"),
     (["--seeds", "a"], "seeds"),
     (["--inject-step", "9", "--max-steps", "8"], "inject_step"),
+    (["--stages", "train,fly"], "stages"),
+    (["--parallel", "0"], "parallel"),
 ])
 def test_bad_options_are_refused_by_name(study, tmp_path, argv, field):
     with pytest.raises(InputError) as err:
@@ -94,6 +98,35 @@ def test_dry_run_lists_every_stage_with_its_status(study, tmp_path, capsys):
     assert study.main(["--out", str(tmp_path / "s"), "--device", "cpu", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "[todo] data" in out and "[todo] train refine_nomask s2" in out and "--no_mask" in out
+
+
+def test_stages_runs_only_the_kinds_asked_and_parallel_trains_that_many_at_once(study, tmp_path, monkeypatch):
+    running, most, ran = [0], [0], []
+    lock = threading.Lock()
+
+    def fake_training(cfg, stage, log):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        folder = study.train_dir(cfg, stage.arm, stage.seed)  # what a finished training leaves
+        (folder / "merged").mkdir(parents=True)
+        (folder / "merged" / "config.json").write_text("{}")
+        (folder / "train_log.json").write_text("{}")
+        (folder / "study_command.json").write_text(json.dumps(study._portable(stage.command)))
+        with lock:
+            running[0] -= 1
+            ran.append(stage.name)
+
+    def refuse(cfg, stage, log):
+        raise AssertionError(f"{stage.name} was not asked for")
+
+    monkeypatch.setattr(study, "RUNNERS", {"data": refuse, "student": refuse, "train": fake_training,
+                                           "eval": refuse, "report": refuse})
+    out = tmp_path / "s"
+    assert study.main(["--out", str(out), "--device", "cpu", "--stages", "train", "--parallel", "3"]) == 0
+    assert sorted(ran) == sorted(f"train {a} s{s}" for a in study.ARMS for s in (0, 1, 2)) and most[0] == 3
+    assert len(json.loads((out / "timings.json").read_text())) == 9
 
 
 # ---------------------------------------------------------------------------------------------- data

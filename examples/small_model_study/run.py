@@ -96,6 +96,7 @@ class StudyConfig:
     workers: int = 32
     eval_worlds: int | None = 28  # at most this many worlds of each evaluation split (None: all)
     threads: int | None = None
+    parallel: int = 1  # training runs at once: 1 on a CPU (each uses every core); several fit one GPU
     python: str = sys.executable
 
     @property
@@ -134,7 +135,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
             ("inject_step", int, "model reply whose action is replaced by the injected mistake"),
             ("workers", int, "evaluation episodes run at once (their replies are batched)"),
             ("eval_worlds", int, "evaluate on at most this many worlds of each split"),
-            ("threads", int, "torch threads (default: torch's)")):
+            ("threads", int, "torch threads (default: torch's)"),
+            ("parallel", int, "training runs at once (several share one GPU; on a CPU keep 1)")):
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=f"{help_} (default {getattr(d, name)})")
     p.add_argument("--kinds", default=",".join(d.kinds), help=f"trained game kinds ({', '.join(SMALL_WORLDS)})")
     p.add_argument("--unseen-kind", default=d.unseen_kind, help="the held-out kind never trained on")
@@ -143,6 +145,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
     p.add_argument("--docs", action="store_true", help="also write the report and chart into docs/ "
                                                         "(method_study_results.md, method_study.png)")
+    p.add_argument("--stages", default=",".join(STAGE_KINDS),
+                   help="run only these kinds of stage, e.g. 'train' on a GPU machine that holds the data and the "
+                        "student, then 'eval,report' here")
     p.add_argument("--dry-run", action="store_true", help="print the stages, their commands and status, and exit")
     args = p.parse_args(argv)
 
@@ -159,9 +164,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
         for key, value in QUICK.items():
             setattr(cfg, key, value)
     for key in ("n_train", "n_heldout", "n_unseen", "errors", "epochs", "batch_size", "learning_rate", "max_length",
-                "max_steps", "max_tokens", "inject_step", "workers", "eval_worlds", "threads"):
+                "max_steps", "max_tokens", "inject_step", "workers", "eval_worlds", "threads", "parallel"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
+    args.stages = names(args.stages)
+    if not args.stages or set(args.stages) - set(STAGE_KINDS):
+        raise InputError(f"--stages takes {', '.join(STAGE_KINDS)}; got {args.stages!r}", field="stages")
     validate(cfg)
     return cfg, args
 
@@ -193,6 +201,8 @@ def validate(cfg: StudyConfig) -> None:
         raise InputError("--inject-step must be between 1 and --max-steps - 1", field="inject_step")
     if cfg.threads is not None and cfg.threads < 1:
         raise InputError("--threads must be at least 1", field="threads")
+    if cfg.parallel < 1:
+        raise InputError("--parallel must be at least 1", field="parallel")
 
 
 # ---------------------------------------------------------------------------------------------- paths and plan
@@ -240,6 +250,9 @@ def train_command(cfg: StudyConfig, arm: str, seed: int) -> list[str]:
     if not spec.mask:
         cmd.append("--no_mask")
     return cmd
+
+
+STAGE_KINDS = ("data", "student", "train", "eval", "report")
 
 
 @dataclass
@@ -679,15 +692,26 @@ RUNNERS: dict[str, Callable[[StudyConfig, Stage, Callable[[str], None]], None]] 
 
 
 def run_study(cfg: StudyConfig, *, log: Callable[[str], None] = print, docs: bool = False,
-              kinds: Sequence[str] = ("data", "student", "train", "eval", "report")) -> dict[str, Any]:
-    """Run every stage of ``kinds`` not done yet, in order; returns the timings (also in ``<out>/timings.json``).
-    ``kinds=("eval", "report")`` evaluates arms trained elsewhere (``eval_models.py``)."""
+              kinds: Sequence[str] = STAGE_KINDS) -> dict[str, Any]:
+    """Run every stage of ``kinds`` not done yet, in order (training runs ``cfg.parallel`` at a time); returns
+    the timings (also in ``<out>/timings.json``). ``kinds=("eval", "report")`` evaluates arms trained elsewhere
+    (``eval_models.py``)."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     timings_path = cfg.out / "timings.json"
     timings: dict[str, Any] = _read_json(timings_path) or {}
-    for stage in build_plan(cfg):
-        if stage.kind not in kinds:
-            continue
+    lock = threading.Lock()
+
+    def run(stage: Stage) -> None:
+        started = time.monotonic()
+        RUNNERS[stage.kind](cfg, stage, log)
+        with lock:  # parallel training runs finish in any order; the file always holds every finished one
+            elapsed = time.monotonic() - started + float(timings.get(stage.name, {}).get("seconds", 0.0))
+            timings[stage.name] = {"seconds": round(elapsed, 1)}
+            timings_path.write_text(json.dumps(timings, indent=2), encoding="utf-8")
+        log(f"[{stage.name}] finished in {elapsed:.0f}s")
+
+    plan = [stage for stage in build_plan(cfg) if stage.kind in kinds]
+    for stage in plan:
         if stage.kind == "report":
             report = write_report(cfg, timings, log, docs=docs)
             log(f"[report] {report}")
@@ -695,12 +719,12 @@ def run_study(cfg: StudyConfig, *, log: Callable[[str], None] = print, docs: boo
         if stage_done(cfg, stage):
             log(f"[{stage.name}] done already; skipped")
             continue
-        started = time.monotonic()
-        RUNNERS[stage.kind](cfg, stage, log)
-        elapsed = time.monotonic() - started + float(timings.get(stage.name, {}).get("seconds", 0.0))
-        timings[stage.name] = {"seconds": round(elapsed, 1)}
-        timings_path.write_text(json.dumps(timings, indent=2), encoding="utf-8")
-        log(f"[{stage.name}] finished in {elapsed:.0f}s")
+        if stage.kind == "train" and cfg.parallel > 1:
+            batch = [s for s in plan if s.kind == "train" and not stage_done(cfg, s)]
+            with ThreadPoolExecutor(cfg.parallel) as pool:
+                list(pool.map(run, batch))  # the first failure is raised once the others have ended
+            continue
+        run(stage)
     return timings
 
 
@@ -720,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(describe_plan(cfg))
             return 0
         started = time.monotonic()
-        run_study(cfg, log=lambda m: print(m, flush=True), docs=args.docs)
+        run_study(cfg, log=lambda m: print(m, flush=True), docs=args.docs, kinds=args.stages)
         print(f"total {time.monotonic() - started:.0f}s; see {cfg.out / 'report.md'}")
     except AgentRefineError as exc:
         print(f"study: error: {exc}", file=sys.stderr)
