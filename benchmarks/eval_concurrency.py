@@ -20,8 +20,16 @@ Where the time goes (py-spy and timers in the generation thread, which is busy a
   caches from one step to the next, four (26 MB) do not, and memory bandwidth sets the pace. bfloat16 is slower on
   this CPU (2.3 vs 1.35 ms a step), and the architecture is fixed by training, so batching cannot give more here;
   shorter conversations would.
-- the tiny model (KV cache 20x smaller): 4.0 rows per step, bound by the model's per-forward Python (~1 ms a
-  step, under the GIL with the episodes' graphs) and by each prompt's prefill, which runs per request.
+- the tiny model (KV cache 20x smaller), timed again per part of the generation thread (2026-11-26, 16 x 8 steps):
+  alone, 6,013 decoding steps of 0.49 ms (2.94 s), 128 prompts' new tokens at 3.4 ms each (0.44 s) and 0.84 s
+  with the thread idle while the episode's graph, environment and chat template run (and the run's report). With
+  4 episodes: 1,506 steps of 4 rows at 0.74 ms (1.11 s), prompts at 4.9 ms each (0.63 s), idle 0.65 s. The
+  untrained model's replies all run to their 48-token cap, so the episodes stay in lockstep: each round is 48
+  batched steps (35 ms), then four episodes' Python one at a time under the GIL (about 20 ms), then four prefills
+  one after another (about 20 ms) -- about 75 ms for 4 steps against 32 ms for one step alone. Even with the
+  episodes' Python hidden completely, decoding and prefill alone would give 4.3 s / 1.75 s = 2.45. A prefill of
+  250 new tokens after 1,550 cached ones spends 64 % of its 3.4 ms in SDPA's CPU attention kernel (about 125
+  GFLOP/s on these cores): compute that batching cannot share.
 - transformers' own continuous batching (``init_continuous_batching``: paged attention, prefix block sharing,
   page 32), in-process on the student's episodes: 6.5 steps/s alone and 9.1-9.7 with 4, below ours.
 """
