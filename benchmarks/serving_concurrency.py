@@ -9,7 +9,10 @@ a short user turn, greedy, ``max_tokens`` new tokens. Prints the ratios and the 
 Measured (2 cores, load about 1.1, the tiny model, 48 tokens): continuous batching 14.7 -> 23.8 requests/s
 (ratio 1.62); one at a time 15.7 -> 18.4 (ratio 1.17). Greedy replies were identical with and without batching
 (4 prompts, the quickstart's tuned model). The KV cache is sized for 4 full-length requests: the server of the
-tiny model peaked at 811 MiB (transformers' own sizing, 90 % of free memory, took 14 GB on this CPU machine). The issue's goal is about whole episodes (4 concurrent episodes >= 2.5x
+tiny model peaked at 811 MiB (transformers' own sizing, 90 % of free memory, took 14 GB on this CPU machine).
+Rerun 2026-11-26 (load 1.6, transformers 5.24): with batching 6.2 -> 25.3 and 5.8 -> 22.1 requests/s (4.05, 3.80),
+one at a time 14.7 -> 17.8 and 15.4 -> 15.7: a lone request is now 2.5x slower with batching than without (not
+yet profiled). The issue's goal is about whole episodes (4 concurrent episodes >= 2.5x
 the steps/s of one), which this does not measure yet.
 """
 
