@@ -9,8 +9,8 @@ list below is the import closure of ``training.sft`` (with TRL and datasets, whi
 this environment, less the distributions the image holds; transformers stays the image's (``training.sft`` runs
 on 5.17, docs/gpu_checks.md). On the device machine, carry ``.whl`` and begin the command with
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH=/tmp/site:$PWD
+    python3 -m pip install -q --no-index --no-deps --no-compile --target .site .whl/*.whl \
+        && export PYTHONPATH=.site:.
 """
 
 from __future__ import annotations
