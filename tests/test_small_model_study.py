@@ -65,6 +65,13 @@ def test_arms_differ_only_in_data_and_masking_and_train_from_scratch_by_default(
     assert cmds["bc"][1:3] == ["-m", "training.sft"]  # the users' training command, not a loop of our own
 
 
+def test_every_arm_trains_with_the_studys_recipe_bf16_autocast_and_adam_beta2(study, tmp_path):
+    cmd = study.train_command(config(study, tmp_path), "refine", 0)
+    assert option(cmd, "--bf16") == "true" and option(cmd, "--adam_beta2") == "0.95"
+    cmd = study.train_command(config(study, tmp_path, "--no-bf16", "--adam-beta2", "0.999"), "refine", 0)
+    assert option(cmd, "--bf16") == "false" and option(cmd, "--adam_beta2") == "0.999"
+
+
 def test_a_pretrained_model_is_tuned_with_lora_and_needs_no_student(study, tmp_path):
     cfg = config(study, tmp_path, "--model", "gemma-3-270m")
     cmd = study.train_command(cfg, "refine", 0)
@@ -207,6 +214,25 @@ def test_student_tokenizer_is_trained_on_the_rows_and_the_build_is_reused(tmp_pa
     assert build_student(tmp_path / "student", [data], config=config, vocab_size=400) == folder
     with pytest.raises(InputError):
         build_student(tmp_path / "student", [data], config=config, vocab_size=500)
+
+
+def test_training_sft_model_student_builds_the_study_student_on_the_training_rows(tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from training.sft import ScriptArguments, resolve_model
+    from training.tiny import STUDENT_CONFIG
+
+    data = _rows_file(tmp_path / "rows.jsonl")
+    path = resolve_model(ScriptArguments(model="student", data=[str(data)]), SimpleNamespace(output_dir=str(tmp_path / "out")))
+    assert Path(path) == tmp_path / "out" / "base-model"
+    config = AutoConfig.from_pretrained(path)
+    assert (config.num_hidden_layers, config.hidden_size) == (STUDENT_CONFIG["num_hidden_layers"], STUDENT_CONFIG["hidden_size"])
+    assert config.max_position_embeddings == 4096  # held-out tasks' prompts are longer than the study's rows
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert len(tokenizer.tokenize(" lantern")) == 1  # trained on the rows given with --data
+    assert len(tokenizer.tokenize(" the")) == 1  # and on the general corpus, for text unlike the rows
 
 
 def test_student_refuses_a_file_that_holds_no_rows_naming_file_and_line(tmp_path):

@@ -30,6 +30,8 @@ from agentrefine_lg.errors import AgentRefineError, InputError
 
 DEFAULT_DATA = Path(__file__).parent / "data" / "default.jsonl"
 METHODS = ("lora", "qlora", "full")
+STUDENT = "student"
+"""``--model student``: a small Llama built from scratch on the training rows (``training.tiny.build_student``)."""
 
 
 @dataclass
@@ -38,8 +40,9 @@ class ScriptArguments:
 
     model: str | None = field(
         default=None,
-        metadata={"help": "Base model: a hub id or a local directory. Default: the tiny local model, built "
-                          "into <output_dir>/base-model (offline demo)."})
+        metadata={"help": "Base model: a hub id, a local directory, or 'student' (a 2 M-parameter Llama built "
+                          "from scratch, its tokenizer trained on --data: train it with --method full). Default: "
+                          "the tiny local model. Both are built into <output_dir>/base-model (offline)."})
     data: list[str] = field(
         default_factory=list,
         metadata={"help": "Training files (our JSONL, released AgentRefine rows, ShareGPT conversations; "
@@ -167,6 +170,14 @@ def resolve_model(script_args: ScriptArguments, training_args) -> str:
         from training.tiny import build_tiny_model
 
         return str(build_tiny_model(Path(training_args.output_dir) / "base-model", seed=0))
+    if script_args.model == STUDENT:
+        from training.tiny import STUDENT_CONFIG, build_student
+
+        # The method study's student, trained from scratch: its tokenizer learns the words of the rows it trains
+        # on. 4k positions (RoPE: no extra weights) for prompts of unseen tasks, which it reads in smaller pieces.
+        return str(build_student(Path(training_args.output_dir) / "base-model", script_args.data or [str(DEFAULT_DATA)],
+                                 seed=0, config={**STUDENT_CONFIG, "max_position_embeddings": 4096},
+                                 general_corpus=True))
     from agentrefine_lg.models import resolve_model as resolve_named_model
 
     # A local folder, an alias such as gemma-3-270m (converted once into a cached folder), or a hub id.

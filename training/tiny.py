@@ -298,9 +298,12 @@ def student_corpus(data_files: list[str | os.PathLike]) -> list[str]:
 
 
 def build_student(out_dir: str | os.PathLike, data_files: list[str | os.PathLike], *, seed: int = 0,
-                  config: dict | None = None, vocab_size: int = STUDENT_VOCAB_SIZE) -> Path:
+                  config: dict | None = None, vocab_size: int = STUDENT_VOCAB_SIZE,
+                  general_corpus: bool = False) -> Path:
     """A model to train **from scratch** on ``data_files``: a byte-level BPE trained on their texts (Llama-3
     special tokens and chat template) and a randomly initialised Llama (``STUDENT_CONFIG`` unless ``config``).
+    ``general_corpus`` adds the tiny model's built-in corpus to the tokenizer's, for a student that will also
+    read text unlike its rows (the quickstart's held-out tasks) in words rather than bytes.
 
     Idempotent: a folder already holding a build with the same settings is reused; other settings are refused.
     """
@@ -308,6 +311,8 @@ def build_student(out_dir: str | os.PathLike, data_files: list[str | os.PathLike
     config = dict(config or STUDENT_CONFIG)
     recipe = {"seed": seed, "config": config, "vocab_size": vocab_size,
               "data": [os.path.basename(str(p)) for p in data_files]}
+    if general_corpus:  # recorded only when on, so folders built before the option still match
+        recipe["general_corpus"] = True
     marker = out / _MARKER
     if marker.exists():
         built = json.loads(marker.read_text())
@@ -317,7 +322,8 @@ def build_student(out_dir: str | os.PathLike, data_files: list[str | os.PathLike
 
         raise InputError(f"{out} holds a model built with other settings ({built}); choose another folder",
                          field="out")
-    tokenizer = _train_tokenizer(student_corpus(data_files), vocab_size, config["max_position_embeddings"])
+    corpus = student_corpus(data_files) + (_corpus() if general_corpus else [])
+    tokenizer = _train_tokenizer(corpus, vocab_size, config["max_position_embeddings"])
     model = _init_llama(tokenizer, config, seed)
 
     def save(tmp: Path) -> None:

@@ -77,24 +77,28 @@ class StudyConfig:
 
     out: Path
     model: str = SCRATCH
-    n_train: int = 640
-    n_heldout: int = 40
-    n_unseen: int = 40
-    kinds: tuple[str, ...] = ("coin_collector", "custom")
+    n_train: int = 320
+    n_heldout: int = 24
+    n_unseen: int = 16
+    # One trained kind: no arm learnt `custom` (container-and-key quests) at any size tried, so it only diluted
+    # the success bar; the budget goes to the kind the student can learn (docs/method_study.md).
+    kinds: tuple[str, ...] = ("coin_collector",)
     unseen_kind: str = "treasure_hunter"
     errors: int = 2
     seeds: tuple[int, ...] = (0, 1, 2)
     arms: tuple[str, ...] = tuple(ARMS)
-    epochs: int = 15  # 600 optimizer steps of 16 rows on 640 worlds: what the student needed (docs/method_study.md)
-    batch_size: int = 16
+    epochs: int = 15  # 600 optimizer steps of 8 rows on 320 worlds (docs/method_study.md: how it was sized)
+    batch_size: int = 8  # more, smaller steps: 8 rows x 600 steps learnt more than 16 x 300 in the same time
     learning_rate: float = 2e-3
+    adam_beta2: float = 0.95  # nanoGPT's value for small models from scratch (TRL's default 0.999 trained worse)
+    bf16: bool = True  # bf16 autocast: 1.85x the fp32 training rate on this machine's AVX512-BF16 cores
     max_length: int = 2048
     device: str = "cpu"
-    max_steps: int = 8
+    max_steps: int = 6  # replies per episode: a world takes 3 actions, 4 with an injected mistake; 2 to spare
     max_tokens: int = 128
     inject_step: int = 2
     workers: int = 32
-    eval_worlds: int | None = 28  # at most this many worlds of each evaluation split (None: all)
+    eval_worlds: int | None = None  # at most this many worlds of each evaluation split (None: all)
     threads: int | None = None
     parallel: int = 1  # training runs at once: 1 on a CPU (each uses every core); several fit one GPU
     python: str = sys.executable
@@ -129,6 +133,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
             ("epochs", int, "passes over the train rows, the same for every arm"),
             ("batch_size", int, "rows per optimizer step"),
             ("learning_rate", float, "peak learning rate (cosine schedule)"),
+            ("adam_beta2", float, "AdamW's second-moment decay"),
             ("max_length", int, "training sequence length"),
             ("max_steps", int, "model replies per evaluation episode"),
             ("max_tokens", int, "reply token cap at evaluation"),
@@ -143,6 +148,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
     p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="training seeds (replicates)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"arms ({', '.join(ARMS)})")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="train in bf16 autocast (default on; --no-bf16 on a CPU without native bf16)")
     p.add_argument("--docs", action="store_true", help="also write the report and chart into docs/ "
                                                         "(method_study_results.md, method_study.png)")
     p.add_argument("--stages", default=",".join(STAGE_KINDS),
@@ -163,10 +170,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
     if args.quick:
         for key, value in QUICK.items():
             setattr(cfg, key, value)
-    for key in ("n_train", "n_heldout", "n_unseen", "errors", "epochs", "batch_size", "learning_rate", "max_length",
-                "max_steps", "max_tokens", "inject_step", "workers", "eval_worlds", "threads", "parallel"):
+    for key in ("n_train", "n_heldout", "n_unseen", "errors", "epochs", "batch_size", "learning_rate", "adam_beta2",
+                "max_length", "max_steps", "max_tokens", "inject_step", "workers", "eval_worlds", "threads", "parallel"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
+    if args.bf16 is not None:
+        cfg.bf16 = args.bf16
     args.stages = names(args.stages)
     if not args.stages or set(args.stages) - set(STAGE_KINDS):
         raise InputError(f"--stages takes {', '.join(STAGE_KINDS)}; got {args.stages!r}", field="stages")
@@ -240,6 +249,7 @@ def train_command(cfg: StudyConfig, arm: str, seed: int) -> list[str]:
            "--seed", str(seed), "--num_train_epochs", str(cfg.epochs),
            "--per_device_train_batch_size", str(cfg.batch_size), "--gradient_accumulation_steps", "1",
            "--learning_rate", str(cfg.learning_rate), "--lr_scheduler_type", "cosine", "--warmup_steps", "30",
+           "--adam_beta2", str(cfg.adam_beta2), "--bf16", str(cfg.bf16).lower(),
            "--max_length", str(cfg.max_length), "--save_strategy", "no", "--logging_steps", "5", "--no_plot"]
     if cfg.scratch:
         cmd += ["--method", "full", "--weight_decay", "0.01"]
