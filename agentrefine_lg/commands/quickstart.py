@@ -33,9 +33,9 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", help="LLM teacher spec, e.g. openai:gpt-4o (default: the embedded grounded teacher)")
     parser.add_argument("--teacher-base-url", help="OpenAI-compatible teacher endpoint (vLLM), with --teacher-model")
     parser.add_argument("--teacher-model", help="model name at --teacher-base-url")
-    parser.add_argument("--base-model", help="student model: hub id or local folder (default: the method study's small student, built from scratch)")
+    parser.add_argument("--base-model", help="student model: hub id or local folder (default: the tiny local model)")
     parser.add_argument("--epochs", type=float, default=None,
-                        help="training epochs (default: 10 for the student, 3 for --base-model)")
+                        help="training epochs (default: 10 for the tiny model, 3 for --base-model)")
     parser.add_argument("--serve", choices=["transformers", "vllm"], default="transformers")
     parser.add_argument("--vllm-bin", help="vLLM executable (its own environment)")
     parser.add_argument("--port", type=int, default=0, help="port of the tuned model's server (default: a free one)")

@@ -5,7 +5,10 @@ The folder ``--out`` must hold the study's data (``data/``, as ``run.py`` writes
 and seed in ``train/<arm>-s<seed>/merged``. Nothing is trained here; the report says where the models came from
 (``train/<arm>-s<seed>/gpu_run.json`` when present)::
 
-    python examples/small_model_study/eval_models.py --out runs/study-gpu --n-train 640 --n-unseen 40
+    python examples/small_model_study/eval_models.py --out runs/study-gpu --kinds coin_collector,custom \
+        --n-train 640 --n-heldout 40 --n-unseen 40 --batch-size 16 --max-steps 8
+
+(the settings of the earlier two-kind run in ``docs/method_study.md``; the data's settings must match the folder's).
 """
 
 from __future__ import annotations

@@ -661,7 +661,8 @@ def report_text(cfg: StudyConfig, results: Mapping[str, Any], manifest: Mapping[
          f"({student['config']['num_hidden_layers']} layers, hidden {student['config']['hidden_size']}), byte-level "
          f"BPE of {student['vocab_actual']} tokens trained on the rows." if student else f"- **Model**: `{cfg.model}`, LoRA."),
         (f"- **Training**: `python -m training.sft`, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.learning_rate} "
-         f"(cosine), seeds {', '.join(map(str, cfg.seeds))}; every arm the same worlds and epochs."
+         f"(cosine), AdamW β₂ {cfg.adam_beta2}, {'bf16 autocast' if cfg.bf16 else 'float32'} on {cfg.device}, seeds "
+         f"{', '.join(map(str, cfg.seeds))}; every arm the same worlds and epochs."
          if not any(t.get("where") for t in training.values()) else
          f"- **Training**: elsewhere (see the training runs below), seeds {', '.join(map(str, cfg.seeds))}; every "
          "arm the same worlds and optimizer steps."),
