@@ -142,11 +142,12 @@ class _Batcher:
         self.stops = {t for t in (eos if isinstance(eos, list) else [eos]) if t is not None}
         if pad is not None:
             self.stops.add(pad)
-        self.pending: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self.pending: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()  # None: close once idle
         # how much sharing happened: prompts answered, decoding steps and rows decoded, prompt tokens computed
         # and reused from the prefix cache
         self.reset()
-        threading.Thread(target=self._loop, name="agentrefine-local-generate", daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, name="agentrefine-local-generate", daemon=True)
+        self.thread.start()
 
     def reset(self) -> None:
         """Forget the cached conversations and zero the counts (between measurements; not while requests run)."""
@@ -162,16 +163,28 @@ class _Batcher:
         self.pending.put(request)
         return request.future.result()
 
+    def close(self) -> None:
+        """End the generation thread once the requests already submitted are answered; the model and its cached
+        conversations are then free to be collected."""
+        self.pending.put(None)
+
     def _loop(self) -> None:
         rows: list[_Row] = []
         cache, mask = None, None
+        closing = False
         while True:
+            if closing and not rows:
+                self.prefixes = _Prefixes(0)
+                return
             admitted: list[tuple[_Row, list[tuple[Any, Any]]]] = []
             while len(rows) + len(admitted) < MAX_BATCH:
                 try:
-                    request = self.pending.get(block=not rows and not admitted)
+                    request = self.pending.get(block=not rows and not admitted and not closing)
                 except queue.Empty:
                     break
+                if request is None:
+                    closing = True
+                    continue
                 try:
                     row, kv = self._prefill(request)
                     if self._finished(row):
@@ -338,6 +351,20 @@ def _batcher(path: str, device: str) -> _Batcher:
         return _BATCHERS[key]
 
 
+def release_local_model(path: str, device: str = "cpu") -> bool:
+    """Let go of the in-process model ``path`` on ``device``: its generation thread ends once idle and its weights
+    and cached conversations (up to ``PREFIX_CACHE_BYTES``) are freed. Call it when a process is done with one model
+    of many (the method study evaluates nine in turn). A later call of the model loads it again. Returns whether it
+    was loaded."""
+    with _BATCHERS_LOCK:
+        batcher = _BATCHERS.pop((path, device), None)
+        _load.cache_clear()
+    if batcher is None:
+        return False
+    batcher.close()
+    return True
+
+
 class LocalChatModel(BaseChatModel):
     """A transformers model folder answering chat messages in-process (see the module docstring)."""
 
@@ -373,4 +400,4 @@ def local_chat_model(path: str, *, max_new_tokens: int = 512, device: str = "cpu
     return LocalChatModel(path=str(path), max_new_tokens=max_new_tokens, device=device)
 
 
-__all__ = ["LocalChatModel", "local_chat_model"]
+__all__ = ["LocalChatModel", "local_chat_model", "release_local_model"]

@@ -230,3 +230,17 @@ def test_decoding_ends_at_the_token_that_completes_a_stop_sequence(batcher, fold
     reply = chat.invoke([HumanMessage("Observation: a key lies on the table.")], stop=[stop])
     assert reply.content == text[: text.find(stop)]
     assert reply.usage_metadata["output_tokens"] == first
+
+
+def test_a_released_model_ends_its_thread_and_frees_its_cached_conversations_and_loads_again_when_asked(folder):
+    model = local_model.local_chat_model(folder, max_new_tokens=4)
+    first = model.invoke([HumanMessage("go north")]).content
+    batcher = local_model._BATCHERS[(folder, "cpu")]
+    assert batcher.prefixes.entries  # the conversation's KV cache is kept for its next turn
+    assert local_model.release_local_model(folder) is True
+    batcher.thread.join(timeout=10)
+    assert not batcher.thread.is_alive() and not batcher.prefixes.entries
+    assert (folder, "cpu") not in local_model._BATCHERS
+    assert local_model.release_local_model(folder) is False  # nothing loaded any more
+    assert model.invoke([HumanMessage("go north")]).content == first  # loaded again, the same greedy reply
+    local_model.release_local_model(folder)

@@ -400,6 +400,7 @@ def run_eval(cfg: StudyConfig, stage: Stage, log: Callable[[str], None]) -> None
     from agentrefine_lg.eval.injection import Injection
     from agentrefine_lg.eval.textworld import load_worlds
     from agentrefine_lg.jsonl import JsonlFile
+    from agentrefine_lg.local_model import release_local_model
 
     assert stage.arm is not None and stage.seed is not None
     if cfg.threads:
@@ -436,6 +437,8 @@ def run_eval(cfg: StudyConfig, stage: Stage, log: Callable[[str], None]) -> None
                 future.result()  # an engine or model failure stops the stage (rerun resumes)
     finally:
         store.close()
+        # nine models are evaluated in one process: each one's weights and cached conversations go with its stage
+        release_local_model(model_dir, cfg.device)
 
 
 # ---------------------------------------------------------------------------------------------- report
