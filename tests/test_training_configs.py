@@ -98,3 +98,16 @@ def test_unknown_recipe_key_is_refused(tmp_path):
     bad.write_text("learning_rte: 1e-5\n")
     with pytest.raises(InputError, match="learning_rte"):
         parse_args(["--config", str(bad)])
+
+
+def test_model_student_needs_full_fine_tuning(tmp_path):
+    from agentrefine_lg.errors import InputError
+    from training.sft import parse_args, validate
+
+    base = ["--model", "student", "--output_dir", str(tmp_path), "--use_cpu", "true"]
+    script, training, model = parse_args(base)  # LoRA, the default method
+    with pytest.raises(InputError) as err:
+        validate(script, training, model)
+    assert "--method full" in str(err.value) and err.value.field == "method"
+    script, training, model = parse_args([*base, "--method", "full"])
+    validate(script, training, model)  # no error

@@ -134,6 +134,10 @@ def validate(script_args: ScriptArguments, training_args, model_args) -> None:
     if script_args.method not in METHODS:
         raise InputError(f"unknown method {script_args.method!r}; choose one of {', '.join(METHODS)}",
                          field="method")
+    if script_args.model == STUDENT and script_args.method != "full":
+        # an adapter on randomly initialised weights learns nothing useful: the student trains all its weights
+        raise InputError(f"--model student is built from scratch and needs --method full, not {script_args.method}",
+                         field="method")
     if model_args.load_in_4bit or model_args.load_in_8bit:
         if script_args.method == "full":
             raise InputError("a quantized base (--load_in_4bit/8bit) cannot be fully fine-tuned; use --method qlora",
