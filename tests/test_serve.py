@@ -243,7 +243,10 @@ def test_cli_serves_until_interrupted(tiny_model: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentrefine_lg.cli", "serve", "--backend", "transformers", "--model", str(tiny_model),
          "--port", "0", "--api-key", "cli-key"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=Path(__file__).parent.parent)
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=Path(__file__).parent.parent,
+        # As from a terminal: a job started with `&` by a non-interactive shell (nohup, CI wrappers) ignores
+        # SIGINT, and the child would inherit that and never see the Ctrl-C below.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = ""
         while "serving" not in line:
