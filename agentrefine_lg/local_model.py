@@ -123,6 +123,10 @@ class _Prefixes:
             self.bytes -= old
 
 
+class _Released(RuntimeError):
+    """The batcher was released (:func:`release_local_model`) between its lookup and the request."""
+
+
 class _Batcher:
     """One generation thread per loaded model, batching continuously: a request waiting joins the running batch
     at the next decoding step (vLLM's scheduling, in miniature), so concurrent episodes share every forward pass.
@@ -143,6 +147,9 @@ class _Batcher:
         if pad is not None:
             self.stops.add(pad)
         self.pending: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()  # None: close once idle
+        # Guards `closed` against a request queued behind the close marker: it would never be answered.
+        self.closing_lock = threading.Lock()
+        self.closed = False
         # how much sharing happened: prompts answered, decoding steps and rows decoded, prompt tokens computed
         # and reused from the prefix cache
         self.reset()
@@ -160,13 +167,18 @@ class _Batcher:
         if not input_ids or max_new_tokens < 1:
             raise ValueError(f"a prompt of {len(input_ids)} tokens with max_new_tokens={max_new_tokens}")
         request = _Request(input_ids, max_new_tokens, tuple(s for s in stops if s))
-        self.pending.put(request)
+        with self.closing_lock:
+            if self.closed:
+                raise _Released()
+            self.pending.put(request)
         return request.future.result()
 
     def close(self) -> None:
         """End the generation thread once the requests already submitted are answered; the model and its cached
-        conversations are then free to be collected."""
-        self.pending.put(None)
+        conversations are then free to be collected. Later :meth:`submit` calls raise :class:`_Released`."""
+        with self.closing_lock:
+            self.closed = True
+            self.pending.put(None)
 
     def _loop(self) -> None:
         rows: list[_Row] = []
@@ -389,7 +401,11 @@ class LocalChatModel(BaseChatModel):
         input_ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True)
         prompt = list(input_ids["input_ids"])
         stops = [*(stop or []), *self.stop]
-        new = batcher.submit(prompt, int(kwargs.get("max_tokens") or self.max_new_tokens), tuple(stops))
+        limit = int(kwargs.get("max_tokens") or self.max_new_tokens)
+        try:
+            new = batcher.submit(prompt, limit, tuple(stops))
+        except _Released:  # released after the lookup above: load it again, as any later call would
+            new = _batcher(self.path, self.device).submit(prompt, limit, tuple(stops))
         text = trim_at_stop(tokenizer.decode(new, skip_special_tokens=True), stops)
         usage = {"input_tokens": len(prompt), "output_tokens": len(new), "total_tokens": len(prompt) + len(new)}
         return ChatResult(generations=[ChatGeneration(message=AIMessage(text, usage_metadata=usage))])

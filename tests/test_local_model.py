@@ -244,3 +244,20 @@ def test_a_released_model_ends_its_thread_and_frees_its_cached_conversations_and
     assert local_model.release_local_model(folder) is False  # nothing loaded any more
     assert model.invoke([HumanMessage("go north")]).content == first  # loaded again, the same greedy reply
     local_model.release_local_model(folder)
+
+
+def test_a_request_to_a_model_released_after_its_lookup_is_answered_by_a_fresh_load_not_left_waiting(
+        folder, monkeypatch):
+    model = local_model.local_chat_model(folder, max_new_tokens=4)
+    first = model.invoke([HumanMessage("go north")]).content
+    stale = local_model._BATCHERS[(folder, "cpu")]
+    local_model.release_local_model(folder)
+    with pytest.raises(local_model._Released):  # never queued behind the close marker, where it would hang
+        stale.submit([1, 2, 3], 2)
+    # the chat model's first lookup returns the released batcher (a release racing the call): it loads again
+    real, lookups = local_model._batcher, iter([stale])
+    monkeypatch.setattr(local_model, "_batcher", lambda path, device: next(lookups, None) or real(path, device))
+    try:
+        assert model.invoke([HumanMessage("go north")]).content == first
+    finally:
+        local_model.release_local_model(folder)
