@@ -244,6 +244,10 @@ class GroundedPlayer:
 
     ``min_errors``..``max_errors`` mistakes per trajectory (each refined in the next turn), at positions and
     of kinds drawn from ``seed`` and the game; the same seed and history give the same turn.
+
+    ``first_step_clean`` (default): no mistake before the first accepted action, so every trajectory trains
+    the first step from the error-free history that every real episode starts from (with the mistake allowed
+    first, 2 of 3 refinement rows of a 3-step world trained no first step at all: docs/method_study.md).
     """
 
     name = "grounded-player:textworld"
@@ -256,18 +260,22 @@ class GroundedPlayer:
         min_errors: int = 3,
         max_errors: int = 4,
         cache_dir: str | os.PathLike | None = None,
+        first_step_clean: bool = True,
     ):
         if min_errors < 0 or max_errors < min_errors:
             raise ValueError(f"need 0 <= min_errors <= max_errors, got {min_errors} and {max_errors}")
         self.worlds = worlds or GroundedWorlds(cache_dir)
         self.seed, self.min_errors, self.max_errors = seed, min_errors, max_errors
+        self.first_step_clean = first_step_clean
 
     def plan(self, game: str, plan_length: int) -> MistakePlan:
         rng = random.Random(f"{self.seed}|{game}|plan")
-        n = min(rng.randint(self.min_errors, self.max_errors), plan_length)
+        first = 1 if self.first_step_clean and plan_length > 1 else 0
+        places = range(first, plan_length)
+        n = min(rng.randint(self.min_errors, self.max_errors), len(places))
         kinds = list(ERROR_KINDS)
         rng.shuffle(kinds)
-        return MistakePlan(frozenset(rng.sample(range(plan_length), n)), tuple(kinds))
+        return MistakePlan(frozenset(rng.sample(places, n)), tuple(kinds))
 
     def act(self, script: Script, history: list[Turn]) -> Turn:
         """The next Player turn after the DM's last turn."""
@@ -300,7 +308,9 @@ class GroundedPlayer:
             initial = session.initial.policy if session.initial is not None else state.policy
             plan = self.plan(game, max(1, len(initial)))
             need = self.min_errors - len(errors)
-            due = (len(done) in plan.positions and len(errors) < self.max_errors) or (0 < need and len(state.policy) <= need)
+            # catching up on missing mistakes near the end never moves one before the first accepted action
+            catch_up = 0 < need and len(state.policy) <= need and (bool(done) or not self.first_step_clean)
+            due = (len(done) in plan.positions and len(errors) < self.max_errors) or catch_up
             if due:
                 failed = {normalize_action(history[i].action or "") for i in errors}
                 previous = history[errors[-1] + 1].flags[0] if errors else None
@@ -308,11 +318,11 @@ class GroundedPlayer:
             if mistake is not None:
                 thought = _fmt(rng.choice(narration.GROUNDED_MISTAKE[mistake.sub]), entity=mistake.entity,
                                direction=mistake.direction)
-                return Turn(turn=number, role="Player", thought=thought, action=mistake.action)
-            thought = step_thought(script, state, fix, rng)
-            if not players:
+            else:
+                thought = step_thought(script, state, fix, rng)
+            if not players:  # the first turn restates the objective, whether it errs or not
                 thought = narration.GROUNDED_FIRST.format(objective=_short_goal(script.goal)) + thought
-            return Turn(turn=number, role="Player", thought=thought, action=fix)
+            return Turn(turn=number, role="Player", thought=thought, action=mistake.action if mistake else fix)
 
     def _pick(self, script: Script, session: TextWorldSession, state: WorldState, plan: MistakePlan, index: int,
               previous: str | None, failed: set[str], fix: str, rng: random.Random) -> Mistake | None:
