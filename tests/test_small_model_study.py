@@ -47,9 +47,9 @@ def test_plan_builds_the_student_then_trains_and_evaluates_every_arm_and_seed(st
     names = [s.name for s in study.build_plan(cfg)]
     assert names[:2] == ["data", "student"] and names[-1] == "report"
     for seed in (0, 1, 2):
-        for arm in ("bc", "refine", "refine_nomask"):
+        for arm in ("bc", "refine", "refine_nomask", "mix"):
             assert f"train {arm} s{seed}" in names and f"eval {arm} s{seed}" in names
-    assert len(names) == 2 + 2 * 9 + 1
+    assert len(names) == 2 + 2 * 12 + 1
 
 
 def test_arms_differ_only_in_data_and_masking_and_train_from_scratch_by_default(study, tmp_path):
@@ -58,9 +58,12 @@ def test_arms_differ_only_in_data_and_masking_and_train_from_scratch_by_default(
     assert option(cmds["bc"], "--data").endswith("clean.jsonl")
     assert option(cmds["refine"], "--data") == option(cmds["refine_nomask"], "--data")
     assert option(cmds["refine"], "--data").endswith("refine.jsonl")
-    assert "--no_mask" in cmds["refine_nomask"] and "--no_mask" not in cmds["refine"] + cmds["bc"]
+    assert option(cmds["mix"], "--data").endswith("mix.jsonl")  # both rows of every world
+    assert "--no_mask" in cmds["refine_nomask"] and "--no_mask" not in cmds["refine"] + cmds["bc"] + cmds["mix"]
     strip = lambda c: [x for x in c if x not in ("--no_mask",) and not x.endswith(".jsonl") and "/train/" not in x]
-    assert strip(cmds["bc"]) == strip(cmds["refine"]) == strip(cmds["refine_nomask"])
+    assert strip(cmds["bc"]) == strip(cmds["refine"]) == strip(cmds["refine_nomask"]) == strip(cmds["mix"])
+    # equal budget: the same optimizer steps, whatever the number of rows (the mix arm has twice as many)
+    assert option(cmds["bc"], "--max_steps") == str(cfg.steps) and "--num_train_epochs" not in cmds["mix"]
     assert option(cmds["bc"], "--method") == "full" and option(cmds["bc"], "--model").endswith("student")
     assert cmds["bc"][1:3] == ["-m", "training.sft"]  # the users' training command, not a loop of our own
 
@@ -82,12 +85,13 @@ def test_a_pretrained_model_is_tuned_with_lora_and_needs_no_student(study, tmp_p
 def test_quick_is_a_small_run_of_every_stage(study, tmp_path):
     cfg = config(study, tmp_path, "--quick")
     assert cfg.n_train < 50 and cfg.seeds == (0,)
-    assert [s.kind for s in study.build_plan(cfg)].count("eval") == 3
+    assert [s.kind for s in study.build_plan(cfg)].count("eval") == 4
 
 
 @pytest.mark.parametrize("argv, field", [
     (["--arms", "bc,nonsense"], "arms"),
-    (["--kinds", "custom", "--unseen-kind", "custom"], "unseen_kind"),
+    (["--kinds", "custom", "--unseen-kinds", "custom"], "unseen_kinds"),
+    (["--unseen-kinds", "dragons"], "kinds"),
     (["--kinds", "dragons"], "kinds"),
     (["--n-train", "0"], "n_train"),
     (["--seeds", "a"], "seeds"),
@@ -105,6 +109,7 @@ def test_dry_run_lists_every_stage_with_its_status(study, tmp_path, capsys):
     assert study.main(["--out", str(tmp_path / "s"), "--device", "cpu", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "[todo] data" in out and "[todo] train refine_nomask s2" in out and "--no_mask" in out
+    assert "[todo] train mix s2" in out
 
 
 def test_stages_runs_only_the_kinds_asked_and_parallel_trains_that_many_at_once(study, tmp_path, monkeypatch):
@@ -133,7 +138,7 @@ def test_stages_runs_only_the_kinds_asked_and_parallel_trains_that_many_at_once(
     out = tmp_path / "s"
     assert study.main(["--out", str(out), "--device", "cpu", "--stages", "train", "--parallel", "3"]) == 0
     assert sorted(ran) == sorted(f"train {a} s{s}" for a in study.ARMS for s in (0, 1, 2)) and most[0] == 3
-    assert len(json.loads((out / "timings.json").read_text())) == 9
+    assert len(json.loads((out / "timings.json").read_text())) == 12
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -155,6 +160,19 @@ def test_splits_never_share_a_seed_and_alternate_kinds(worlds_module):
     assert [s.kind for s in specs["train"][:4]] == ["coin_collector", "custom"] * 2
 
 
+def test_world_generators_name_a_game_kind_and_its_settings(worlds_module):
+    """A generator is a game kind drawn with its own settings: the long mazes are coin collectors of higher
+    levels, the one- and two-room quests custom games of one and two rooms."""
+    long = [worlds_module.world_spec("unseen", i, ("coin_collector_long",)) for i in range(6)]
+    short = [worlds_module.world_spec("train", i, ("coin_collector",)) for i in range(6)]
+    assert {s.kind for s in long + short} == {"coin_collector"}
+    assert min(dict(s.settings)["level"] for s in long) > max(dict(s.settings)["level"] for s in short)
+    rooms = {g: {dict(worlds_module.world_spec("train", i, (g,)).settings)["nb_rooms"] for i in range(6)}
+             for g in ("custom_1room", "custom_2rooms")}
+    assert rooms == {"custom_1room": {1}, "custom_2rooms": {2}}
+    assert worlds_module.world_kind(4, ("a", "b", "c")) == "b"
+
+
 def test_world_rows_are_a_clean_and_a_refinement_row_of_the_same_checked_world(worlds_module, tmp_path):
     pytest.importorskip("textworld")
     from agentrefine_lg.grounded import GroundedWorlds
@@ -169,21 +187,29 @@ def test_world_rows_are_a_clean_and_a_refinement_row_of_the_same_checked_world(w
     assert clean.messages[0].content == refine.messages[0].content  # the same world, the same system prompt
     masked = [m for m in refine.messages if m.role == "assistant" and m.train is False]
     assert len(masked) == 2 and all(m.train is not False for m in clean.messages if m.role == "assistant")
+    # the first step is never a mistake: every row trains the first action from the error-free start, and it
+    # restates the objective as the clean row does
+    first = [m for m in refine.messages if m.role == "assistant"][0]
+    assert first.train is not False and first.content.startswith("Thought: The objective:")
+    assert first.content == [m for m in clean.messages if m.role == "assistant"][0].content
 
 
 def test_generated_worlds_are_cached_and_other_settings_refused(worlds_module, tmp_path):
     pytest.importorskip("textworld")
-    plan = worlds_module.WorldPlan(2, 1, 1, ("custom",), "coin_collector", 1)
+    plan = worlds_module.WorldPlan(2, 1, 1, ("custom",), ("coin_collector",), 1, n_trainprobe=1)
     manifest = worlds_module.generate_worlds(plan, tmp_path / "data", workers=1, log=lambda m: None)
     assert manifest["kinds"]["unseen"] == {"coin_collector": 1}
-    rows = (tmp_path / "data" / "eval_worlds.jsonl").read_text().splitlines()
-    assert [json.loads(r)["split"] for r in rows] == ["heldout", "unseen"]
+    rows = [json.loads(r) for r in (tmp_path / "data" / "eval_worlds.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in rows] == ["heldout", "unseen", "trainprobe"]
+    assert rows[2]["game"] == manifest["worlds"]["train"][0] == manifest["trainprobe"][0]  # a train world
     assert len((tmp_path / "data" / "clean.jsonl").read_text().splitlines()) == 2
+    mix = (tmp_path / "data" / "mix.jsonl").read_text().splitlines()
+    assert len(mix) == 4 and mix[0] == (tmp_path / "data" / "clean.jsonl").read_text().splitlines()[0]
     before = (tmp_path / "data" / "manifest.json").stat().st_mtime_ns
     assert worlds_module.generate_worlds(plan, tmp_path / "data", workers=1)["seconds"] == manifest["seconds"]
     assert (tmp_path / "data" / "manifest.json").stat().st_mtime_ns == before
     with pytest.raises(InputError):
-        worlds_module.generate_worlds(worlds_module.WorldPlan(3, 1, 1, ("custom",), "coin_collector", 1),
+        worlds_module.generate_worlds(worlds_module.WorldPlan(3, 1, 1, ("custom",), ("coin_collector",), 1),
                                       tmp_path / "data", workers=1)
 
 
@@ -275,13 +301,25 @@ def test_paired_difference_uses_only_shared_worlds_and_nan_for_none():
     assert estimate({}).n == 0 and math.isnan(estimate({}).value)
 
 
+def _turns(*valid: bool) -> list[dict]:
+    """A trajectory whose Player actions are accepted (True) or flagged (False) in this order."""
+    out = []
+    for i, ok in enumerate(valid):
+        out += [{"turn": 2 * i + 1, "role": "Player", "Thought": "t", "Action": f"go {i}"},
+                {"turn": 2 * i + 2, "role": "DM", "Thought": "d", "Observation": "o", "parameter_error": False,
+                 "place_error": False, "logic_error": not ok}]
+    return out
+
+
 def _fake_rows(arm: str, seed: int, good: float) -> list[dict]:
     rows = []
     for i in range(6):
         world = f"custom-{i}"
+        # worlds 0-2 start with an accepted action and then fail once; worlds 3-5 fail first
         rows.append({"split": "heldout", "episode": i, "condition": "none", "world": world, "arm": arm,
-                     "kind": "coin_collector" if i < 3 else "custom", "success": (i / 6) < good, "progress": good, "steps": 4, "invalid_actions": 1,
-                     "repeated_mistakes": 0})
+                     "kind": "coin_collector" if i < 3 else "custom", "success": (i / 6) < good, "progress": good,
+                     "steps": 4, "invalid_actions": 1, "repeated_mistakes": 0,
+                     "trajectory": _turns(True, False, True, True) if i < 3 else _turns(False, True, True, True)})
         for kind in ("parameter_error", "place_error", "logic_error"):
             rows.append({"split": "heldout", "episode": i, "condition": kind, "world": world, "arm": arm,
                          "success": False, "progress": 0.5, "steps": 5, "invalid_actions": 2, "repeated_mistakes": 1,
@@ -291,7 +329,7 @@ def _fake_rows(arm: str, seed: int, good: float) -> list[dict]:
 
 
 def test_report_from_evaluation_files_has_tables_differences_and_a_chart(study, tmp_path):
-    cfg = config(study, tmp_path, "--seeds", "0", "--n-unseen", "0")
+    cfg = config(study, tmp_path, "--seeds", "0", "--n-unseen", "0", "--n-trainprobe", "0")
     study.data_dir(cfg).mkdir(parents=True)
     (study.data_dir(cfg) / "eval_worlds.jsonl").write_text("".join(
         json.dumps({"split": "heldout", "kind": "custom", "game": f"custom-{i}", "script": {}}) + "\n" for i in range(6)))
@@ -311,8 +349,12 @@ def test_report_from_evaluation_files_has_tables_differences_and_a_chart(study, 
     by_kind = {(r["arm"], r["kind"]): (r["success"]["value"], r["success"]["n"]) for r in results["by_kind"]}
     assert by_kind[("bc", "coin_collector")] == (pytest.approx(2 / 3), 3) and by_kind[("bc", "custom")] == (0.0, 3)
     assert "Uninjected success by game kind" in text and "| bc | custom | 3 | 0.0 [0.0, 0.0] |" in text
+    none = {r["arm"]: r for r in results["table"] if r["condition"] == "none"}
+    assert none["bc"]["first_valid"]["value"] == pytest.approx(0.5)  # how an episode starts
+    assert none["bc"]["invalid_after_start"]["value"] == pytest.approx(1 / 3)  # and what follows a valid start
+    assert "first action accepted %" in text
     assert (cfg.out / "study.png").stat().st_size > 10_000
-    capped = config(study, tmp_path, "--seeds", "0", "--n-unseen", "0", "--eval-worlds", "3")
+    capped = config(study, tmp_path, "--seeds", "0", "--n-unseen", "0", "--n-trainprobe", "0", "--eval-worlds", "3")
     assert len(study.eval_jobs(capped)) == 3 * 4  # three worlds, each as is and with each mistake kind
     assert {r["episodes"] for r in study.collect(capped)["table"]} == {3}
 
@@ -347,11 +389,12 @@ def test_quick_study_runs_every_stage_end_to_end_and_resumes(study, tmp_path, ca
     pytest.importorskip("textworld")
     out = tmp_path / "study"
     assert study.main(["--out", str(out), "--quick", "--device", "cpu", "--threads", "1"]) == 0
-    for arm in ("bc", "refine", "refine_nomask"):
+    for arm in ("bc", "refine", "refine_nomask", "mix"):
         assert (out / "train" / f"{arm}-s0" / "merged" / "config.json").is_file()
         rows = [json.loads(x) for x in study.eval_file(study.parse_args(["--out", str(out), "--quick"])[0], arm, 0)
                 .read_text().splitlines()]
         assert {r["condition"] for r in rows} == {"none", "parameter_error", "place_error", "logic_error"}
+        assert {r["split"] for r in rows} == {"heldout", "unseen", "trainprobe"}
     assert (out / "report.md").is_file() and (out / "study.png").is_file()
     capsys.readouterr()
     assert study.main(["--out", str(out), "--quick", "--device", "cpu"]) == 0

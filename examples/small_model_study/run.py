@@ -13,7 +13,8 @@ Stages (each skipped when its outputs are complete, so re-running resumes):
    (``training.tiny.build_student``); with ``--model gemma-3-270m`` (or any folder) that model is tuned with LoRA.
 3. ``train <arm> s<seed>``: ``python -m training.sft``, the command users run, identical for every arm but
    ``--data`` and ``--no_mask``: ``bc`` (clean rows), ``refine`` (refinement rows, erroneous turns masked),
-   ``refine_nomask`` (the same rows, erroneous turns trained: the paper's ablation); the same worlds and epochs.
+   ``refine_nomask`` (the same rows, erroneous turns trained: the paper's ablation), ``mix`` (both rows of every
+   world: the refinement trajectories together with their clean steps); the same worlds and optimizer steps.
 4. ``eval <arm> s<seed>``: the tuned model in-process (``agentrefine_lg.local_model``, concurrent episodes batched
    into one ``generate``) through the refine-agent graph on every evaluation world, once as is and once per
    injected mistake kind (``agentrefine_lg.eval.injection``: the agent's action at reply ``--inject-step`` is
@@ -44,7 +45,7 @@ for _path in (str(ROOT), str(Path(__file__).resolve().parent)):
     if _path not in sys.path:  # run as a file from anywhere: the package, training/ and worlds.py
         sys.path.insert(0, _path)
 
-from worlds import SMALL_WORLDS, WorldPlan, generate_worlds
+from worlds import GENERATORS, PROBE_SPLIT, WorldPlan, generate_worlds
 
 from agentrefine_lg.errors import AgentRefineError, InputError
 
@@ -65,7 +66,11 @@ ARMS: dict[str, Arm] = {
     "bc": Arm("bc", "clean", True, "behaviour cloning on clean trajectories of the train worlds"),
     "refine": Arm("refine", "refine", True, "refinement tuning: error->refine trajectories, erroneous turns masked"),
     "refine_nomask": Arm("refine_nomask", "refine", False, "the same rows, erroneous turns trained (--no_mask)"),
+    "mix": Arm("mix", "mix", True, "both rows of every train world: the refinement trajectory with its clean steps, "
+                                  "erroneous turns masked"),
 }
+RECOMMENDED = "mix"
+"""The arm whose recipe `python -m training.sft` users are pointed to (examples/recommended_recipe/)."""
 CONDITIONS = ("none", "parameter_error", "place_error", "logic_error")
 """Each evaluation world is played once as is and once per injected mistake kind."""
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -77,26 +82,28 @@ class StudyConfig:
 
     out: Path
     model: str = SCRATCH
-    n_train: int = 320
+    n_train: int = 360
     n_heldout: int = 24
-    n_unseen: int = 16
-    # One trained kind: no arm learnt `custom` (container-and-key quests) at any size tried, so it only diluted
-    # the success bar; the budget goes to the kind the student can learn (docs/method_study.md).
-    kinds: tuple[str, ...] = ("coin_collector",)
-    unseen_kind: str = "treasure_hunter"
+    n_unseen: int = 24
+    n_trainprobe: int = 24
+    # Three trained generators and two never trained on, all in one action vocabulary: the paper credits the
+    # diversity of its environments for generalization, and judges on task families it never trained on.
+    kinds: tuple[str, ...] = ("coin_collector", "custom_1room", "custom_2rooms")
+    unseen_kinds: tuple[str, ...] = ("treasure_hunter", "coin_collector_long")
     errors: int = 2
     seeds: tuple[int, ...] = (0, 1, 2)
     arms: tuple[str, ...] = tuple(ARMS)
-    epochs: int = 15  # 1,200 optimizer steps of 4 rows on 320 worlds (docs/method_study.md: how it was sized)
-    # More, smaller steps at a lower peak: 600 steps of 8 rows at lr 2e-3 left bc seed 2 at 1 of 24 held-out
-    # worlds (it never learnt to read the first direction off the goal); 1,200 of 4 at 1.4e-3 took it to 16.
+    # Every arm takes the same optimizer steps of the same batch size (its data decides how many epochs that is:
+    # the mix arm has twice the rows). 1,200 steps of 4 rows at lr 1.4e-3 took behaviour cloning over the bar on
+    # one kind (600 of 8 at 2e-3 left one seed unable to read the first direction off the goal).
+    steps: int = 1000
     batch_size: int = 4
     learning_rate: float = 1.4e-3
     adam_beta2: float = 0.95  # the GPU loop's (and nanoGPT's) value; TRL's default 0.999 was not compared alone
     bf16: bool = True  # bf16 autocast: 1.85x the fp32 training rate on this machine's AVX512-BF16 cores
     max_length: int = 2048
     device: str = "cpu"
-    max_steps: int = 6  # replies per episode: a world takes 3 actions, 4 with an injected mistake; 2 to spare
+    max_steps: int = 10  # replies per episode: the longest worlds take 6 actions, 8 with a mistake and its fix
     max_tokens: int = 128
     inject_step: int = 2
     workers: int = 32
@@ -110,11 +117,12 @@ class StudyConfig:
         return self.model == SCRATCH
 
     def plan(self) -> WorldPlan:
-        return WorldPlan(self.n_train, self.n_heldout, self.n_unseen, self.kinds, self.unseen_kind, self.errors)
+        return WorldPlan(self.n_train, self.n_heldout, self.n_unseen, self.kinds, self.unseen_kinds, self.errors,
+                         n_trainprobe=min(self.n_trainprobe, self.n_train))
 
 
-QUICK = {"n_train": 24, "n_heldout": 6, "n_unseen": 4, "seeds": (0,), "epochs": 1, "workers": 8, "max_steps": 5,
-         "max_tokens": 64, "eval_worlds": None}
+QUICK = {"n_train": 24, "n_heldout": 6, "n_unseen": 4, "n_trainprobe": 3, "seeds": (0,), "steps": 6, "workers": 8,
+         "max_steps": 5, "max_tokens": 64, "eval_worlds": None}
 """``--quick``: every stage end to end in a few minutes (the slow test suite); the numbers mean nothing."""
 
 
@@ -130,9 +138,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
     for name, kind, help_ in (
             ("n_train", int, "train worlds (each: a clean and a refinement row)"),
             ("n_heldout", int, "held-out worlds of the trained kinds"),
-            ("n_unseen", int, "held-out worlds of the kind never trained on"),
+            ("n_unseen", int, "held-out worlds of the kinds never trained on"),
+            ("n_trainprobe", int, "train worlds also played as evaluation worlds (underfitting or expecting errors)"),
             ("errors", int, "mistakes (error->refine pairs) per refinement row"),
-            ("epochs", int, "passes over the train rows, the same for every arm"),
+            ("steps", int, "optimizer steps, the same for every arm"),
             ("batch_size", int, "rows per optimizer step"),
             ("learning_rate", float, "peak learning rate (cosine schedule)"),
             ("adam_beta2", float, "AdamW's second-moment decay"),
@@ -145,8 +154,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
             ("threads", int, "torch threads (default: torch's)"),
             ("parallel", int, "training runs at once (several share one GPU; on a CPU keep 1)")):
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=f"{help_} (default {getattr(d, name)})")
-    p.add_argument("--kinds", default=",".join(d.kinds), help=f"trained game kinds ({', '.join(SMALL_WORLDS)})")
-    p.add_argument("--unseen-kind", default=d.unseen_kind, help="the held-out kind never trained on")
+    p.add_argument("--kinds", default=",".join(d.kinds), help=f"trained world generators ({', '.join(GENERATORS)})")
+    p.add_argument("--unseen-kinds", default=",".join(d.unseen_kinds), help="held-out generators never trained on")
     p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="training seeds (replicates)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"arms ({', '.join(ARMS)})")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
@@ -167,12 +176,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
         seeds = tuple(dict.fromkeys(int(x) for x in names(args.seeds)))
     except ValueError:
         raise InputError(f"--seeds must be comma-separated integers, got {args.seeds!r}", field="seeds") from None
-    cfg = StudyConfig(out=Path(args.out), model=args.model, kinds=names(args.kinds), unseen_kind=args.unseen_kind,
+    cfg = StudyConfig(out=Path(args.out), model=args.model, kinds=names(args.kinds), unseen_kinds=names(args.unseen_kinds),
                       seeds=seeds, arms=names(args.arms), device=args.device or _default_device())
     if args.quick:
         for key, value in QUICK.items():
             setattr(cfg, key, value)
-    for key in ("n_train", "n_heldout", "n_unseen", "errors", "epochs", "batch_size", "learning_rate", "adam_beta2",
+    for key in ("n_train", "n_heldout", "n_unseen", "n_trainprobe", "errors", "steps", "batch_size", "learning_rate", "adam_beta2",
                 "max_length", "max_steps", "max_tokens", "inject_step", "workers", "eval_worlds", "threads", "parallel"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
@@ -193,21 +202,25 @@ def _default_device() -> str:
 
 def validate(cfg: StudyConfig) -> None:
     """Refuse settings that cannot work, naming the option."""
-    for name in ("n_train", "n_heldout", "epochs", "batch_size", "max_steps", "max_tokens", "errors", "workers"):
+    for name in ("n_train", "n_heldout", "steps", "batch_size", "max_steps", "max_tokens", "errors", "workers"):
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}", field=name)
-    if cfg.n_unseen < 0:
-        raise InputError("--n-unseen must be >= 0", field="n_unseen")
+    for name in ("n_unseen", "n_trainprobe"):
+        if getattr(cfg, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 0", field=name)
     if not cfg.seeds:
         raise InputError("--seeds is empty", field="seeds")
     unknown = [a for a in cfg.arms if a not in ARMS]
     if unknown or not cfg.arms:
         raise InputError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}", field="arms")
-    bad = [k for k in (*cfg.kinds, cfg.unseen_kind) if k not in SMALL_WORLDS]
+    bad = [k for k in (*cfg.kinds, *cfg.unseen_kinds) if k not in GENERATORS]
     if bad or not cfg.kinds:
-        raise InputError(f"unknown game kind(s) {bad}; choose from {', '.join(SMALL_WORLDS)}", field="kinds")
-    if cfg.unseen_kind in cfg.kinds:
-        raise InputError(f"--unseen-kind {cfg.unseen_kind} is also a trained kind", field="unseen_kind")
+        raise InputError(f"unknown world generator(s) {bad}; choose from {', '.join(GENERATORS)}", field="kinds")
+    if cfg.n_unseen and not cfg.unseen_kinds:
+        raise InputError("--n-unseen needs --unseen-kinds", field="unseen_kinds")
+    both = sorted(set(cfg.unseen_kinds) & set(cfg.kinds))
+    if both:
+        raise InputError(f"--unseen-kinds {', '.join(both)} also trained (--kinds)", field="unseen_kinds")
     if not 1 <= cfg.inject_step < cfg.max_steps:
         raise InputError("--inject-step must be between 1 and --max-steps - 1", field="inject_step")
     if cfg.threads is not None and cfg.threads < 1:
@@ -248,7 +261,7 @@ def train_command(cfg: StudyConfig, arm: str, seed: int) -> list[str]:
     spec = ARMS[arm]
     cmd = [cfg.python, "-m", "training.sft", "--model", base_model(cfg),
            "--data", str(data_dir(cfg) / f"{spec.data}.jsonl"), "--output_dir", str(train_dir(cfg, arm, seed)),
-           "--seed", str(seed), "--num_train_epochs", str(cfg.epochs),
+           "--seed", str(seed), "--max_steps", str(cfg.steps),
            "--per_device_train_batch_size", str(cfg.batch_size), "--gradient_accumulation_steps", "1",
            "--learning_rate", str(cfg.learning_rate), "--lr_scheduler_type", "cosine", "--warmup_steps", "30",
            "--adam_beta2", str(cfg.adam_beta2), "--bf16", str(cfg.bf16).lower(),
@@ -308,13 +321,19 @@ def eval_jobs(cfg: StudyConfig) -> list[tuple[str, int, str]]:
 
     worlds = data_dir(cfg) / "eval_worlds.jsonl"
     jobs = []
-    for split, n in (("heldout", cfg.n_heldout), ("unseen", cfg.n_unseen)):
-        if n:
-            count = len(load_worlds(worlds, split))
-            if cfg.eval_worlds is not None:
-                count = min(count, cfg.eval_worlds)
-            jobs += [(split, i, c) for i in range(count) for c in CONDITIONS]
+    for split, n in eval_splits(cfg):
+        count = len(load_worlds(worlds, split))
+        if cfg.eval_worlds is not None:
+            count = min(count, cfg.eval_worlds)
+        conditions = ("none",) if split == PROBE_SPLIT else CONDITIONS  # the probe asks how it starts, uninjected
+        jobs += [(split, i, c) for i in range(count) for c in conditions]
     return jobs
+
+
+def eval_splits(cfg: StudyConfig) -> list[tuple[str, int]]:
+    """The evaluation splits this run plays, with their planned sizes."""
+    sizes = (("heldout", cfg.n_heldout), ("unseen", cfg.n_unseen), (PROBE_SPLIT, min(cfg.n_trainprobe, cfg.n_train)))
+    return [(split, n) for split, n in sizes if n]
 
 
 def _job_key(row: Mapping[str, Any]) -> tuple[str, int, str]:
@@ -452,9 +471,18 @@ def _episode_values(row: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"world": row["world"], "split": row["split"], "condition": row["condition"],
                            "kind": row.get("kind")}
     if row["condition"] == "none":
+        from agentrefine_lg.eval.metrics import step_outcomes
+
+        outcomes = step_outcomes(row.get("trajectory") or [])
+        first_valid = bool(outcomes) and outcomes[0][0] is not None and not outcomes[0][1]
+        later = outcomes[1:]
         out.update(success=bool(row["success"]), progress=float(row["progress"]),
                    invalid_rate=int(row["invalid_actions"]) / steps,
-                   repeated_rate=int(row["repeated_mistakes"]) / steps)
+                   repeated_rate=int(row["repeated_mistakes"]) / steps,
+                   first_valid=first_valid,
+                   # after a valid first action, the share of later steps that failed: expecting errors
+                   invalid_after_start=(sum(a is None or bad for a, bad in later) / len(later)
+                                        if first_valid and later else None))
     else:
         inj = row.get("injection") or {}
         applied = bool(inj.get("applied"))
@@ -465,9 +493,10 @@ def _episode_values(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 UNINJECTED = (("success", "success %"), ("progress", "progress %"), ("invalid_rate", "invalid actions %"),
-              ("repeated_rate", "repeated mistakes %"))
+              ("repeated_rate", "repeated mistakes %"), ("first_valid", "first action accepted %"),
+              ("invalid_after_start", "invalid after a valid start %"))
 INJECTED = (("recovered", "recovery %"), ("repeated", "repeat %"), ("success_after", "success after %"))
-DIFFS = (("refine", "bc"), ("refine", "refine_nomask"), ("refine_nomask", "bc"))
+DIFFS = (("mix", "bc"), ("refine", "bc"), ("mix", "refine"), ("refine", "refine_nomask"), ("refine_nomask", "bc"))
 
 
 def collect(cfg: StudyConfig) -> dict[str, Any]:
@@ -482,7 +511,7 @@ def collect(cfg: StudyConfig) -> dict[str, Any]:
             if path.is_file():
                 planned = set(eval_jobs(cfg))  # rows beyond the planned worlds (a larger earlier run) are left out
                 values.setdefault(arm, []).extend(_episode_values(r) for r in read_rows(path) if _job_key(r) in planned)
-    splits = [s for s, n in (("heldout", cfg.n_heldout), ("unseen", cfg.n_unseen)) if n]
+    splits = [s for s, _ in eval_splits(cfg)]
     table: list[dict[str, Any]] = []
     diffs: list[dict[str, Any]] = []
     by_kind: list[dict[str, Any]] = []  # uninjected success per game kind: where an arm's successes come from
@@ -523,11 +552,15 @@ def _pct(e: Mapping[str, Any] | None, signed: bool = False) -> str:
     return f"{fmt.format(100 * e['value'])} [{fmt.format(100 * e['low'])}, {fmt.format(100 * e['high'])}]"
 
 
+SPLIT_TITLES = {"heldout": "held-out worlds of the trained kinds", "unseen": "held-out worlds of kinds never trained on",
+                PROBE_SPLIT: "train worlds, played as evaluation worlds (the probe)"}
+
+
 def markdown(results: Mapping[str, Any]) -> str:
     lines: list[str] = []
     table = results["table"]
     for split in dict.fromkeys(r["split"] for r in table):
-        title = "held-out worlds of the trained kinds" if split == "heldout" else "held-out worlds of an unseen kind"
+        title = SPLIT_TITLES.get(split, split)
         lines += [f"### {title} (`{split}`)", "", "Uninjected episodes:", "",
                   "| arm | N worlds | " + " | ".join(label for _, label in UNINJECTED) + " |",
                   "|---|---|" + "---|" * len(UNINJECTED)]
@@ -539,17 +572,19 @@ def markdown(results: Mapping[str, Any]) -> str:
             lines += ["", "Uninjected success by game kind:", "", "| arm | kind | N worlds | success % |",
                       "|---|---|---|---|"]
             lines += [f"| {r['arm']} | {r['kind']} | {r['success']['n']} | {_pct(r['success'])} |" for r in kinds]
-        lines += ["", "Injected mistakes (at the given reply the agent's action is replaced by one of the kind):", "",
-                  "| kind | arm | N worlds (injected episodes) | " + " | ".join(label for _, label in INJECTED) + " |",
-                  "|---|---|---|" + "---|" * len(INJECTED)]
-        for r in table:
-            if r["split"] == split and r["condition"] != "none":
-                lines.append(f"| {r['condition']} | {r['arm']} | {r['recovered']['n']} ({r['applied']}) | "
-                             + " | ".join(_pct(r[m]) for m, _ in INJECTED) + " |")
+        injected = [r for r in table if r["split"] == split and r["condition"] != "none"]
+        if injected:
+            lines += ["", "Injected mistakes (at the given reply the agent's action is replaced by one of the kind):", "",
+                      "| kind | arm | N worlds (injected episodes) | " + " | ".join(label for _, label in INJECTED) + " |",
+                      "|---|---|---|" + "---|" * len(INJECTED)]
+        for r in injected:
+            lines.append(f"| {r['condition']} | {r['arm']} | {r['recovered']['n']} ({r['applied']}) | "
+                         + " | ".join(_pct(r[m]) for m, _ in INJECTED) + " |")
         lines += ["", "Paired differences (same worlds; points, 95% bootstrap CI over worlds):", "",
                   "| condition | metric | difference | value [CI] | N worlds |", "|---|---|---|---|---|"]
         for d in results["diffs"]:
-            if d["split"] == split and d["metric"] in ("success", "recovered", "repeated"):
+            if d["split"] == split and d["metric"] in ("success", "progress", "invalid_rate", "first_valid", "recovered",
+                                                       "repeated", "success_after"):
                 lines.append(f"| {d['condition']} | {d['metric']} | {d['a']} − {d['b']} | {_pct(d, signed=True)} | {d['n']} |")
         lines.append("")
     return "\n".join(lines)
@@ -564,7 +599,7 @@ def plot(results: Mapping[str, Any], path: Path, *, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     table = results["table"]
-    splits = list(dict.fromkeys(r["split"] for r in table))
+    splits = [s for s in dict.fromkeys(r["split"] for r in table) if s != PROBE_SPLIT]
     arms = list(dict.fromkeys(r["arm"] for r in table))
     panels = [("recovered", "recovery rate"), ("repeated", "repeat rate"), ("success", "success (uninjected)")]
     fig, axes = plt.subplots(len(splits), len(panels), figsize=(4.2 * len(panels), 3.4 * len(splits)), squeeze=False)
@@ -619,11 +654,50 @@ def training_summary(cfg: StudyConfig) -> dict[str, Any]:
                 continue
             steps = tl.get("steps") or []
             ref = tl.get("refinement") or {}
+            rows, opt_steps = tl.get("train_rows"), steps[-1]["step"] if steps else None
+            batch = ((tl.get("args") or {}).get("per_device_train_batch_size") or cfg.batch_size)
+            # rows seen = steps x batch; each pass over the data trains ref["trainable_tokens"] tokens
+            passes = (opt_steps * batch / rows) if rows and opt_steps else None
+            trained_seen = round(ref["trainable_tokens"] * passes) if passes and ref.get("trainable_tokens") else None
             out[run_name(arm, seed)] = {
-                "rows": tl.get("train_rows"), "tokens": ref.get("tokens"), "trainable_tokens": ref.get("trainable_tokens"),
-                "optimizer_steps": steps[-1]["step"] if steps else None,
+                "rows": rows, "tokens": ref.get("tokens"), "trainable_tokens": ref.get("trainable_tokens"),
+                "optimizer_steps": opt_steps, "passes": passes, "tokens_seen": tl.get("tokens_seen"),
+                "trained_tokens_seen": trained_seen,
                 "first_loss": steps[0]["loss"] if steps else None, "final_loss": steps[-1]["loss"] if steps else None,
                 "train_runtime_s": tl.get("train_runtime_s"), "tokens_per_s": tl.get("tokens_per_second")}
+    return out
+
+
+def data_stats(cfg: StudyConfig) -> dict[str, Any]:
+    """What each dataset supervises (issue 25, item 1): assistant turns trained and how many of them follow an
+    error-free history (the only history an uninjected episode has), rows whose first turn is trained, and at
+    which Player turn the mistakes sit."""
+    from agentrefine_lg.convert import read_samples
+
+    out: dict[str, Any] = {}
+    for arm in cfg.arms:
+        dataset = ARMS[arm].data
+        path = data_dir(cfg) / f"{dataset}.jsonl"
+        if not path.is_file() or dataset in out:
+            continue
+        rows = turns = trained = clean_trained = first_trained = 0
+        positions: dict[int, int] = {}
+        for sample in read_samples(path):
+            rows += 1
+            replies = [m for m in sample.messages if m.role == "assistant"]
+            turns += len(replies)
+            erred = False
+            for i, m in enumerate(replies):
+                if m.train:
+                    trained += 1
+                    clean_trained += not erred
+                else:
+                    positions[i + 1] = positions.get(i + 1, 0) + 1
+                    erred = True
+            first_trained += bool(replies) and bool(replies[0].train)
+        out[dataset] = {"rows": rows, "assistant_turns": turns, "trained_turns": trained,
+                        "trained_from_error_free_history": clean_trained, "rows_first_turn_trained": first_trained,
+                        "mistake_at_player_turn": dict(sorted(positions.items()))}
     return out
 
 
@@ -633,14 +707,15 @@ def write_report(cfg: StudyConfig, timings: Mapping[str, Any], log: Callable[[st
     manifest = _read_json(data_dir(cfg) / "manifest.json") or {}
     student = _read_json(student_dir(cfg) / "tiny_model.json") if cfg.scratch else None
     training = training_summary(cfg)
+    stats = data_stats(cfg)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "python"}
     (cfg.out / "results.json").write_text(json.dumps(
-        {"config": config, **results, "data": manifest, "student": student, "training": training,
+        {"config": config, **results, "data": manifest, "data_stats": stats, "student": student, "training": training,
          "timings": dict(timings)}, indent=2, default=str), encoding="utf-8")
     title = (f"{'from-scratch student' if cfg.scratch else cfg.model}: {cfg.n_train} train worlds, arms x seeds "
              f"{','.join(map(str, cfg.seeds))}, mistake injected at reply {cfg.inject_step}")
     png = plot(results, cfg.out / "study.png", title=title) if results["table"] else None
-    body = report_text(cfg, results, manifest, student, training, timings)
+    body = report_text(cfg, results, manifest, student, training, timings, stats)
     report = cfg.out / "report.md"
     report.write_text(body, encoding="utf-8")
     if docs and png is not None:
@@ -652,10 +727,10 @@ def write_report(cfg: StudyConfig, timings: Mapping[str, Any], log: Callable[[st
 
 
 def report_text(cfg: StudyConfig, results: Mapping[str, Any], manifest: Mapping[str, Any], student: Any,
-                training: Mapping[str, Any], timings: Mapping[str, Any]) -> str:
+                training: Mapping[str, Any], timings: Mapping[str, Any], stats: Mapping[str, Any] | None = None) -> str:
     kinds = manifest.get("kinds") or {}
     lines = [
-        "# Refinement tuning vs behaviour cloning, measured (issue 16)", "",
+        "# Refinement tuning vs behaviour cloning, measured (issues 16 and 25)", "",
         f"Command: `{shlex.join(['python', os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])}` (settings below).", "",
         "## Setup", "",
         f"- **Worlds** (grounded teacher, TextWorld, split by world): train {kinds.get('train')}, held-out of the "
@@ -665,9 +740,10 @@ def report_text(cfg: StudyConfig, results: Mapping[str, Any], manifest: Mapping[
         (f"- **Student**: a Llama trained from scratch, {student['parameters'] / 1e6:.2f} M parameters "
          f"({student['config']['num_hidden_layers']} layers, hidden {student['config']['hidden_size']}), byte-level "
          f"BPE of {student['vocab_actual']} tokens trained on the rows." if student else f"- **Model**: `{cfg.model}`, LoRA."),
-        (f"- **Training**: `python -m training.sft`, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.learning_rate} "
-         f"(cosine), AdamW β₂ {cfg.adam_beta2}, {'bf16 autocast' if cfg.bf16 else 'float32'} on {cfg.device}, seeds "
-         f"{', '.join(map(str, cfg.seeds))}; every arm the same worlds and epochs."
+        (f"- **Training**: `python -m training.sft`, {cfg.steps} optimizer steps of {cfg.batch_size} rows for every "
+         f"arm, lr {cfg.learning_rate} (cosine), AdamW β₂ {cfg.adam_beta2}, "
+         f"{'bf16 autocast' if cfg.bf16 else 'float32'} on {cfg.device}, seeds {', '.join(map(str, cfg.seeds))}; "
+         "every arm the same worlds."
          if not any(t.get("where") for t in training.values()) else
          f"- **Training**: elsewhere (see the training runs below), seeds {', '.join(map(str, cfg.seeds))}; every "
          "arm the same worlds and optimizer steps."),
@@ -677,12 +753,24 @@ def report_text(cfg: StudyConfig, results: Mapping[str, Any], manifest: Mapping[
         f"injected one; repeat = the next action is the injected one again.",
         "- **Statistics**: an arm's value on a world is its mean over seeds; intervals are 95% percentile bootstraps "
         "over worlds; differences between arms are paired (the same worlds resampled for both).", "",
-        "## Training runs", "", "| run | rows | tokens | trainable tokens | optimizer steps | loss first → last | seconds | tokens/s |",
-        "|---|---|---|---|---|---|---|---|"]
+        "## What each dataset supervises", "",
+        "| dataset | rows | assistant turns | trained | trained from an error-free history | rows whose first turn "
+        "is trained | mistakes at Player turn (1-based: count) |", "|---|---|---|---|---|---|---|"]
+    for dataset, d in (stats or {}).items():
+        where = ", ".join(f"{k}: {v}" for k, v in d["mistake_at_player_turn"].items()) or "none"
+        lines.append(f"| {dataset} | {d['rows']} | {d['assistant_turns']} | {d['trained_turns']} | "
+                     f"{d['trained_from_error_free_history']} | {d['rows_first_turn_trained']} | {where} |")
+    lines += [
+        "", "## Training runs", "",
+        "| run | rows | trained tokens per pass | optimizer steps | passes | trained tokens seen | tokens seen | "
+        "loss first → last | seconds | tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for name, t in training.items():
         loss = (f"{t['first_loss']:.2f} → {t['final_loss']:.2f}" if t["first_loss"] is not None
                 else f"→ {t['final_loss']:.2f}" if t.get("final_loss") is not None else "–")
-        lines.append(f"| {name} | {t['rows']} | {t['tokens']} | {t['trainable_tokens']} | {t['optimizer_steps']} | {loss} | "
+        passes = f"{t['passes']:.1f}" if t.get("passes") else "–"
+        lines.append(f"| {name} | {t['rows']} | {t['trainable_tokens']} | {t['optimizer_steps']} | {passes} | "
+                     f"{t.get('trained_tokens_seen') or '–'} | {t.get('tokens_seen') or '–'} | {loss} | "
                      f"{(t['train_runtime_s'] or 0):.0f} | {(t['tokens_per_s'] or 0):.0f} |")
     where = sorted({t["where"] for t in training.values() if t.get("where")})
     if where:

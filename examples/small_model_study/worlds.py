@@ -24,13 +24,25 @@ from typing import Any
 
 from agentrefine_lg.errors import AgentRefineError, InputError
 
-# Small worlds: short walks and few objects keep a whole row near 1k tokens.
-SMALL_WORLDS: dict[str, Callable[[random.Random], dict[str, Any]]] = {
-    "coin_collector": lambda rng: {"level": rng.randint(1, 3)},
-    "custom": lambda rng: {"nb_rooms": rng.randint(1, 2), "nb_objects": rng.randint(2, 3), "quest_length": 3},
-    "treasure_hunter": lambda rng: {"level": rng.randint(1, 3)},
+# World generators: a study kind names a TextWorld game kind and the settings it is drawn with. Small worlds
+# (short walks, few objects) keep a whole row near 1k tokens. Every generator speaks the same action vocabulary
+# (go, take, take ... from, drop, open, insert, put, lock/unlock), so a kind never trained on can be succeeded at
+# from the trained kinds' skills: the longer mazes by walking further, treasure hunting by walking and taking a
+# named object (docs/method_study.md).
+GENERATORS: dict[str, tuple[str, Callable[[random.Random], dict[str, Any]]]] = {
+    "coin_collector": ("coin_collector", lambda rng: {"level": rng.randint(1, 3)}),
+    "coin_collector_long": ("coin_collector", lambda rng: {"level": rng.randint(4, 6)}),
+    "treasure_hunter": ("treasure_hunter", lambda rng: {"level": rng.randint(1, 3)}),
+    "custom": ("custom", lambda rng: {"nb_rooms": rng.randint(1, 2), "nb_objects": rng.randint(2, 3),
+                                      "quest_length": 3}),
+    "custom_1room": ("custom", lambda rng: {"nb_rooms": 1, "nb_objects": rng.randint(2, 3), "quest_length": 3}),
+    "custom_2rooms": ("custom", lambda rng: {"nb_rooms": 2, "nb_objects": rng.randint(2, 3), "quest_length": 3}),
 }
+SMALL_WORLDS = GENERATORS  # the name earlier versions used
 SPLITS = ("train", "heldout", "unseen")
+PROBE_SPLIT = "trainprobe"
+"""Evaluation rows of the first few train worlds, played like the held-out ones: they tell underfitting (a wrong
+first action on worlds the model trained on) from expecting errors (a valid start, then invalid actions)."""
 MAX_WORDS = 900
 """Longest refinement row kept, in words (the student's tokenizer is trained on the kept rows, so the filter
 cannot use it): keeps every row inside the training length with room to spare."""
@@ -44,20 +56,22 @@ class WorldPlan:
     n_heldout: int
     n_unseen: int
     kinds: tuple[str, ...]
-    unseen_kind: str
+    unseen_kinds: tuple[str, ...]
     errors: int
     teacher_seed: int = 0
+    n_trainprobe: int = 0
 
     def fingerprint(self) -> dict[str, Any]:
         return {"n_train": self.n_train, "n_heldout": self.n_heldout, "n_unseen": self.n_unseen,
-                "kinds": list(self.kinds), "unseen_kind": self.unseen_kind, "errors": self.errors,
-                "teacher_seed": self.teacher_seed, "max_words": MAX_WORDS}
+                "n_trainprobe": self.n_trainprobe, "kinds": list(self.kinds), "unseen_kinds": list(self.unseen_kinds),
+                "errors": self.errors, "teacher_seed": self.teacher_seed, "max_words": MAX_WORDS,
+                "first_step_clean": True}
 
     def wanted(self, split: str) -> int:
         return {"train": self.n_train, "heldout": self.n_heldout, "unseen": self.n_unseen}[split]
 
     def kinds_of(self, split: str) -> tuple[str, ...]:
-        return (self.unseen_kind,) if split == "unseen" else self.kinds
+        return self.unseen_kinds if split == "unseen" else self.kinds
 
 
 def world_spec(split: str, index: int, kinds: Sequence[str]):
@@ -67,8 +81,13 @@ def world_spec(split: str, index: int, kinds: Sequence[str]):
 
     seed = int(hashlib.sha256(f"study|{split}|{index}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
     rng = random.Random(seed)
-    kind = kinds[index % len(kinds)]
-    return GameSpec(kind, seed, tuple(sorted(SMALL_WORLDS[kind](rng).items())), 3)
+    engine_kind, settings = GENERATORS[world_kind(index, kinds)]
+    return GameSpec(engine_kind, seed, tuple(sorted(settings(rng).items())), 3)
+
+
+def world_kind(index: int, kinds: Sequence[str]) -> str:
+    """The generator of the ``index``-th candidate world of a split drawn from ``kinds``."""
+    return kinds[index % len(kinds)]
 
 
 class _FixedWorld:
@@ -116,6 +135,10 @@ def _words(sample: Any) -> int:
     return sum(len(m.content.split()) for m in sample.messages)
 
 
+def _paper(script: Any) -> dict[str, Any]:
+    return script.to_paper() if hasattr(script, "to_paper") else script.model_dump(mode="json", by_alias=True)
+
+
 def _make_world(job: tuple[str, int, tuple[str, ...], int, int, str]) -> dict[str, Any]:
     """Worker: one candidate world -> its rows (train) or its script (evaluation), or why it was skipped."""
     split, index, kinds, errors, teacher_seed, cache = job
@@ -129,15 +152,16 @@ def _make_world(job: tuple[str, int, tuple[str, ...], int, int, str]) -> dict[st
             if _words(rows["refine"]) > MAX_WORDS:
                 return {"split": split, "index": index, "skipped": "too_long"}
             script = worlds.script_for(spec)
-            return {"split": split, "index": index, "kind": spec.kind, "stem": spec.stem, "key": _content_key(script),
+            return {"split": split, "index": index, "kind": world_kind(index, kinds), "stem": spec.stem,
+                    "key": _content_key(script), "script": _paper(script),
                     "clean": rows["clean"].model_dump(mode="json"), "refine": rows["refine"].model_dump(mode="json")}
         script = worlds.script_for(spec)
         # an evaluation world must be solvable by the rules: its clean trajectory passes the check too
         rows = world_rows(spec, worlds, errors=0, teacher_seed=teacher_seed)
         if _words(rows["clean"]) > MAX_WORDS:
             return {"split": split, "index": index, "skipped": "too_long"}
-        return {"split": split, "index": index, "kind": spec.kind, "stem": spec.stem, "key": _content_key(script),
-                "script": script.to_paper() if hasattr(script, "to_paper") else script.model_dump(mode="json", by_alias=True)}
+        return {"split": split, "index": index, "kind": world_kind(index, kinds), "stem": spec.stem,
+                "key": _content_key(script), "script": _paper(script)}
     except (AgentRefineError, RuntimeError, ValueError) as exc:
         # TextWorld could not make a usable game from this seed, or a trajectory failed a check: the world is
         # skipped and counted; anything else (a bug) propagates
@@ -192,15 +216,20 @@ def generate_worlds(plan: WorldPlan, folder: Path, *, workers: int = 2, log: Cal
             log(f"[data] {split}: {len(kept[split])} worlds ({time.monotonic() - started:.0f}s)")
     for dataset in ("clean", "refine"):
         write_jsonl([RefinementSample.model_validate(w[dataset]) for w in kept["train"]], folder / f"{dataset}.jsonl")
+    # the paper's data as it is: every world's refinement trajectory together with its clean steps, i.e. both rows
+    write_jsonl([RefinementSample.model_validate(w[d]) for w in kept["train"] for d in ("clean", "refine")],
+                folder / "mix.jsonl")
+    evaluated = [(s, w) for s in ("heldout", "unseen") for w in kept[s]]
+    evaluated += [(PROBE_SPLIT, w) for w in kept["train"][: plan.n_trainprobe]]
     with (folder / "eval_worlds.jsonl").open("w", encoding="utf-8") as fh:
-        for split in ("heldout", "unseen"):
-            for w in kept[split]:
-                fh.write(json.dumps({"split": split, "kind": w["kind"], "game": w["stem"], "script": w["script"]}) + "\n")
+        for split, w in evaluated:
+            fh.write(json.dumps({"split": split, "kind": w["kind"], "game": w["stem"], "script": w["script"]}) + "\n")
     manifest = {
         "config": plan.fingerprint(),
         "worlds": {s: [w["stem"] for w in kept[s]] for s in SPLITS},
         "kinds": {s: {k: sum(w["kind"] == k for w in kept[s]) for k in dict.fromkeys(w["kind"] for w in kept[s])}
                   for s in SPLITS},
+        "trainprobe": [w["stem"] for w in kept["train"][: plan.n_trainprobe]],
         "skipped": skipped, "failures": failures[:20], "seconds": round(time.monotonic() - started, 1),
     }
     tmp = folder / "manifest.json.tmp"
@@ -209,4 +238,5 @@ def generate_worlds(plan: WorldPlan, folder: Path, *, workers: int = 2, log: Cal
     return manifest
 
 
-__all__ = ["MAX_WORDS", "SMALL_WORLDS", "SPLITS", "WorldPlan", "generate_worlds", "world_rows", "world_spec"]
+__all__ = ["GENERATORS", "MAX_WORDS", "PROBE_SPLIT", "SMALL_WORLDS", "SPLITS", "WorldPlan", "generate_worlds",
+           "world_kind", "world_rows", "world_spec"]
