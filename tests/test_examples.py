@@ -41,7 +41,7 @@ def test_refine_in_create_agent_runs_both_ways_against_a_fake_and_its_traces_che
     traces = tmp_path / "traces.jsonl"
     env = {k: v for k, v in os.environ.items() if k != "AGENTREFINE_BASE_URL"}  # the offline stand-in
     out = subprocess.run([sys.executable, "examples/refine_in_create_agent.py", "--traces", str(traces)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120, env=env)
+                         capture_output=True, text=True, timeout=120, env=env, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     answer = "Order 1042 shipped on 3 May (parcel DE-77)."
     assert f"create_refine_agent: {answer}" in out.stdout and f"create_agent + RefineMiddleware: {answer}" in out.stdout
