@@ -216,3 +216,16 @@ def test_a_bug_in_a_tool_raises_instead_of_becoming_feedback() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(InputError, match="max_retries"):
         RefineMiddleware(max_retries=-1)
+
+
+def test_the_installed_langchain_and_langgraph_meet_the_declared_minimums() -> None:
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    declared = {Requirement(r).name: Requirement(r).specifier
+                for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    for name in ("langchain", "langchain-core", "langgraph", "langgraph-prebuilt"):
+        assert name in declared, f"{name} has no declared version range"
+        assert version(name) in declared[name], f"{name} {version(name)} is outside {declared[name]}"
