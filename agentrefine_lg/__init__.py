@@ -6,7 +6,8 @@ The public API, importable from the package root::
 
 - graphs (uncompiled ``StateGraph`` factories, langgraph-supervisor style: ``state_schema``,
   ``context_schema``, ``name``): :func:`create_refine_agent`, :func:`create_synthesis_graph`,
-  :func:`create_script_graph`, :func:`create_trajectory_graph`;
+  :func:`create_script_graph`, :func:`create_trajectory_graph`; :class:`RefineMiddleware`, the refinement
+  loop as ``langchain.agents.create_agent`` middleware;
 - models: :func:`chat_model` (a served tuned model as a LangChain chat model), :func:`tools_prompt`,
   :func:`llm_teacher` (any chat model as the synthesis teacher), :func:`grounded_teacher` (the embedded
   engine-backed teacher; needs the ``grounded`` extra);
@@ -33,6 +34,7 @@ from agentrefine_lg.refine_agent import (
     create_refine_agent,
     run_env_episode,
 )
+from agentrefine_lg.refine_middleware import RefineMiddleware
 from agentrefine_lg.schema import ActionSpec, Message, RefinementSample, Script, Trajectory, Turn
 from agentrefine_lg.synthesis import (
     SynthesisInput,
@@ -64,6 +66,7 @@ __all__ = [
     "CriticVerdict",
     "Message",
     "RefineInput",
+    "RefineMiddleware",
     "RefineOutput",
     "RefineState",
     "RefinementSample",

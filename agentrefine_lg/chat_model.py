@@ -49,7 +49,7 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -62,7 +62,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableBinding
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
@@ -341,6 +341,8 @@ class TunedFormatMixin:
     """
 
     observation_prefix: str = ""
+    # Our tuned models answer Thought/Action text: the refine agent parses it (speaks_thought_action).
+    agentrefine_text_protocol: ClassVar[bool] = True
 
     def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable | BaseTool], *,
                    tool_choice: Any = None, **kwargs: Any) -> Runnable:
@@ -415,6 +417,18 @@ class TunedFormatMixin:
         self._split_kwargs(kwargs)
         async for chunk in super()._astream(self._render(messages), stop=stop, run_manager=run_manager, **kwargs):  # type: ignore[misc]
             yield chunk
+
+
+def speaks_thought_action(model: Any) -> bool:
+    """Is ``model`` one of our tuned models, answering in the ``Thought/Action`` text protocol?
+
+    True for :func:`chat_model`'s model, a :class:`TunedFormatMixin` model and the in-process
+    :class:`~agentrefine_lg.local_model.LocalChatModel`, bound (``bind``/``bind_tools``) or not. Any other
+    model is taken to speak LangChain's tool-calling protocol: its reply without a tool call is its answer.
+    """
+    while isinstance(model, RunnableBinding):
+        model = model.bound
+    return bool(getattr(type(model), "agentrefine_text_protocol", False))
 
 
 def _chat_openai_classes() -> tuple[type[BaseChatModel], type[BaseChatModel]]:
@@ -515,6 +529,7 @@ __all__ = [
     "openai_chat",
     "parse_action",
     "parse_tool_call",
+    "speaks_thought_action",
     "to_tuned_messages",
     "tools_prompt",
     "tools_system_prompt",

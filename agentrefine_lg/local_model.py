@@ -24,7 +24,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -384,6 +384,8 @@ class LocalChatModel(BaseChatModel):
     max_new_tokens: int = 512
     device: str = "cpu"
     stop: list[str] = Field(default_factory=lambda: list(DEFAULT_STOP))
+    # A tuned model answering Thought/Action text (chat_model.speaks_thought_action).
+    agentrefine_text_protocol: ClassVar[bool] = True
 
     @property
     def _llm_type(self) -> str:

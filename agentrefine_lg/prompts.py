@@ -118,6 +118,19 @@ REFINE_FORMAT_ERROR = (
 REFINE_INVALID_ACTION = "Invalid action: {message}. Use one of the available actions: {actions}"
 REFINE_CRITIC_FEEDBACK = "Feedback: {feedback}"
 REFINE_TOOL_ERROR = "Error: {error}"
+# A call that repeats the previous one, which succeeded: not run again (refine_feedback.repeated_call).
+REFINE_REPEATED_CALL = (
+    "You already called {name} with exactly these arguments and its result is above. "
+    "Use that result, or change the call."
+)
+# A tool-calling model's empty reply (no tool call, no text).
+REFINE_EMPTY_REPLY = "Your reply was empty. Call one of the tools, or answer the task in plain text."
+# What a tool-calling model (not a Thought/Action one) sees in tool mode: its tools come as schemas.
+REFINE_TOOL_CALLING_SYSTEM = """You are an agent that solves a task by calling tools. Read each tool's result and correct yourself when a call fails.
+
+Task: {task}
+
+When the task is done, reply with the final answer as plain text, without a tool call."""
 # The refine agent's closing message in the parent's `messages` when it stops without an answer.
 REFINE_STOPPED = "I could not complete the task: stopped ({reason}) after {steps} step(s)."
 REFINE_ENV_DONE = "Episode finished: {outcome} after {steps} step(s), progress {progress:.2f}."

@@ -1,10 +1,12 @@
 """The inference-time refine agent: act -> execute -> feedback -> (refine | next call | next step | end).
 
-``create_refine_agent`` builds the loop AgentRefine trains for (Figure 4, docs/method.md §2): the model answers
-``Thought/Action`` (or with tool calls); each action runs against an executor — a
+``create_refine_agent`` builds the loop AgentRefine trains for (Figure 4, docs/method.md §2): our tuned model
+(or one declared ``text_protocol=True``) answers ``Thought/Action``; any other model is a tool-calling model,
+its tools bound, its reply without a tool call its final answer. Each action runs against an executor — a
 :class:`~agentrefine_lg.env.TextEnv` engine or LangChain tools (through LangGraph's ``ToolNode``, so async and
 MCP tools, injected state/runtime, ``Command`` handoffs and ``interrupt()`` all work); the ``feedback`` node
-plays the DM: it sets the three error flags from the executor's verdict, the rule check
+plays the DM (:mod:`agentrefine_lg.refine_feedback`, shared with the ``create_agent`` middleware): it sets
+the three error flags from the executor's verdict, the rule check
 (:func:`agentrefine_lg.checks.match_action`), an unparsable reply (a format error is a ``parameter_error``)
 and an optional LLM critic. An erroneous step goes back to ``act`` with the feedback in the observation (a
 refinement) while retries are left; completion, the step budget or the retry budget ends the episode.
@@ -32,8 +34,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
-import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,14 +51,10 @@ from langchain_core.messages import (
 )
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableLambda
 from langchain_core.tools import BaseTool
-from langgraph.config import get_stream_writer
-from langgraph.errors import GraphBubbleUp
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import REMOVE_ALL_MESSAGES, add_messages
 from langgraph.prebuilt import ToolNode
-from langgraph.prebuilt.tool_node import ToolInvocationError
 from langgraph.types import Command, RetryPolicy
-from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from agentrefine_lg import prompts
@@ -68,22 +64,34 @@ from agentrefine_lg.chat_model import (
     format_tool_call,
     parse_action,
     parse_tool_call,
+    speaks_thought_action,
     tools_system_prompt,
 )
-from agentrefine_lg.checks import match_action
-from agentrefine_lg.convert import format_assistant, sample_from_trajectory, system_prompt
+from agentrefine_lg.convert import format_assistant, system_prompt
 from agentrefine_lg.env import StepResult, TextEnv
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.failures import is_context_overflow, is_fatal_error, is_transient_error
-from agentrefine_lg.jsonl import append_jsonl
+from agentrefine_lg.failures import is_context_overflow, is_transient_error
 from agentrefine_lg.named_graph import NamedStateGraph, check_state_schema, with_user_keys
+from agentrefine_lg.refine_feedback import (
+    TRACE_CHECK,
+    Critic,
+    CriticVerdict,
+    TraceSink,
+    aask_critic,
+    append_trace,
+    ask_critic,
+    critic_step,
+    episode_sample,
+    jsonable,
+    judge,
+    model_name,
+    structured_critic,
+    thought_of,
+    tool_failure,
+    tools_script,
+    write_event,
+)
 from agentrefine_lg.schema import ERROR_FLAGS, ActionSpec, RefinementSample, Script, Trajectory, Turn
-
-TraceSink = str | os.PathLike | Callable[[RefinementSample], Any]
-
-TRACE_CHECK = {"min_pairs": 0, "require_completion": False, "dm_authoritative": True}
-"""How a recorded episode is verified (``sample["check"]``): the executor was the DM, so its flags decide which
-turns are erroneous; a recorded episode need not contain refinements nor succeed to be valid data."""
 
 MAX_STEPS = 30
 """Model replies per episode by default: AgentBoard's budget, which the paper evaluates with (docs/method.md §6)."""
@@ -122,6 +130,7 @@ class RefineState(RefineInput, RefineOutput, total=False):
     refine_messages: Annotated[list[AnyMessage], add_messages]  # what the model sees
     refine_script: dict[str, Any]  # the task as a paper-format script (system prompt, rule checks, trace)
     refine_system: str  # the system prompt the model saw
+    refine_tool_calling: bool  # the model returned a tool call in this episode: a plain reply is its answer
     refine_turns: list[dict[str, Any]]  # paper-format turns recorded so far
     refine_queue: list[dict[str, Any]]  # this step's actions still to run (a parallel batch runs in order)
     refine_result: dict[str, Any]  # the first queued action's execution: observation, done, error, info
@@ -130,18 +139,6 @@ class RefineState(RefineInput, RefineOutput, total=False):
     refine_format_errors: int
     refine_invalid_actions: int
     refine_tool_calls: int
-
-
-class CriticVerdict(BaseModel):
-    """What the LLM critic returns: the DM's three flags and one sentence of feedback."""
-
-    parameter_error: bool = Field(False, description="the action's form or arguments are invalid")
-    place_error: bool = Field(False, description="the action refers to something absent or unreachable")
-    logic_error: bool = Field(False, description="valid, but makes no sense for the goal at this point")
-    feedback: str = Field("", description="one sentence the agent can act on; empty if no error")
-
-
-Critic = BaseChatModel | Callable[[dict[str, Any]], "CriticVerdict | Mapping[str, Any] | None"]
 
 
 # ---------------------------------------------------------------------------------------------- tools
@@ -153,30 +150,6 @@ def _as_tools(tools: Sequence[Any] | None) -> list[BaseTool]:
     return [t if isinstance(t, BaseTool) else to_tool(t) for t in (tools or [])]
 
 
-def tools_script(tools: Sequence[BaseTool], task: str) -> Script:
-    """A script for tool mode: each tool is an action ``name(...)``; ``finish(...)`` completes.
-
-    The templates have no slots: the rules check the tool's name, the tool checks its own arguments (its
-    validation error is the DM's ``parameter_error``), so the script passes ``check_script`` as is.
-    """
-    actions: dict[str, ActionSpec] = {}
-    for t in [*tools, None]:
-        name = t.name if t is not None else "finish"
-        description = (t.description or "").strip().splitlines()[0] if t is not None and t.description else (
-            "give the final answer and end the task")
-        template = f"{name}(...)"
-        actions[template] = ActionSpec(template=template, description=description,
-                                       verification_code=rf"(?is)\s*{re.escape(name)}\b.*", parameters={})
-    environment = {"description": "A tool-using assistant. Tools: " + ", ".join(t.name for t in tools)}
-    return Script(environment=environment, goal=task, completion_conditions=["The task is answered with finish[...]."],
-                  available_actions=actions)
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]
-
-
 def _last_human(messages: Sequence[BaseMessage]) -> str:
     for message in reversed(messages):
         if isinstance(message, HumanMessage):
@@ -184,25 +157,8 @@ def _last_human(messages: Sequence[BaseMessage]) -> str:
     return ""
 
 
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return json.loads(json.dumps(value, default=str))
-
-
-def _model_name(model: Any) -> str | None:
-    for attr in ("model_name", "model", "model_id"):
-        value = getattr(model, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    bound = getattr(model, "bound", None)
-    return _model_name(bound) if bound is not None else None
-
-
 def _binds_tools(model: Any) -> bool:
-    """Is this a tool-calling model (tools bound)? Then a reply without a tool call is its final answer."""
+    """Does the model's binding carry tools (``bind_tools`` through a ``RunnableBinding``)?"""
     while isinstance(model, RunnableBinding):
         if model.kwargs.get("tools"):
             return True
@@ -210,39 +166,16 @@ def _binds_tools(model: Any) -> bool:
     return False
 
 
-def _thought_of(reply: BaseMessage, text: str) -> str | None:
-    """The model's reasoning for this reply: our parse, the text before its tool call, or reasoning content."""
-    meta = (getattr(reply, "response_metadata", None) or {}).get("agentrefine") or {}
-    if meta.get("thought"):
-        return str(meta["thought"]).strip()
-    thought = parse_action(text).thought
-    if thought:
-        return thought
-    extra = getattr(reply, "additional_kwargs", None) or {}
-    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
-    if isinstance(reasoning, str) and reasoning.strip():
-        return reasoning.strip()
-    content = getattr(reply, "content", None)
-    if isinstance(content, list):  # Anthropic-style "thinking"/"reasoning" blocks
-        parts = [b.get("thinking") or b.get("reasoning") or "" for b in content if isinstance(b, dict)]
-        if any(parts):
-            return " ".join(p for p in parts if p).strip()
-    return None
-
-
-def _write(event: dict[str, Any]) -> None:
+def _with_tools(model: BaseChatModel | Runnable, tools: Sequence[BaseTool]) -> BaseChatModel | Runnable:
+    """A tool-calling model with ``tools`` bound (as ``create_agent`` binds them), unless they already are."""
+    if _binds_tools(model) or not hasattr(model, "bind_tools"):
+        return model  # bound already, or a plain runnable that answers by itself
     try:
-        get_stream_writer()(event)
-    except RuntimeError:  # called outside a runnable context (a node run by hand in a test)
-        pass
-
-
-def append_trace(sink: TraceSink, sample: RefinementSample) -> None:
-    """Append one episode to a JSONL file (flushed and synced) or hand it to a callable sink."""
-    if callable(sink):
-        sink(sample)
-        return
-    append_jsonl(sink, [sample.to_dict()])
+        return model.bind_tools(tools)  # type: ignore[union-attr]
+    except NotImplementedError as exc:
+        raise InputError(f"{type(model).__name__} cannot bind tools: pass text_protocol=True if it answers "
+                         "'Thought: ...\\nAction: ...' text, or give a tool-calling chat model",
+                         field="model") from exc
 
 
 # ---------------------------------------------------------------------------------------------- nodes
@@ -269,20 +202,24 @@ class RefineNodes:
         rule_check: bool | None = None,
         feedback_to_model: bool = True,
         teacher: str | None = None,
+        text_protocol: bool | None = None,
         name: str = "refine_agent",
     ):
-        self.model, self.env, self.tools = model, env, list(tools)
+        self.env, self.tools = env, list(tools)
         self.action_specs, self.critic = action_specs, critic
         self.max_retries, self.max_steps = max_retries, max_steps
         self.trace_sink, self.rule_check, self.feedback_to_model = trace_sink, rule_check, feedback_to_model
-        self.teacher = teacher or _model_name(model)
+        self.teacher = teacher or model_name(model)
         self.name = name
         self.tool_names = {t.name for t in self.tools}
         # handle_tool_errors=False: we classify each failure ourselves (parameter vs logic error vs a bug).
         self.tool_node = ToolNode(self.tools, handle_tool_errors=False) if self.tools else None
-        self.tool_calling = _binds_tools(model)
-        self.structured_critic = (critic.with_structured_output(CriticVerdict)
-                                  if isinstance(critic, BaseChatModel) else None)
+        # Only our tuned models (or one the user declares) answer Thought/Action text; any other model speaks
+        # tool calls, so its reply without one is its final answer — not a malformed action.
+        self.text_protocol = speaks_thought_action(model) if text_protocol is None else bool(text_protocol)
+        self.tool_calling = env is None and (_binds_tools(model) or not self.text_protocol)
+        self.model = _with_tools(model, self.tools) if self.tool_calling and not self.text_protocol else model
+        self.structured_critic = structured_critic(critic)
 
     # -- start ---------------------------------------------------------------------------------------
 
@@ -303,14 +240,16 @@ class RefineNodes:
                 raise InputError("the refine agent needs a task: a human message in 'messages' or 'refine_task'",
                                  field="refine_task")
             script, observation, initial = tools_script(self.tools, task), task, 0.0
-            system = tools_system_prompt(self.tools, task)
+            # A tool-calling model gets its tools as schemas, not the Thought/Action format it was never asked for.
+            system = (tools_system_prompt(self.tools, task) if self.text_protocol
+                      else prompts.REFINE_TOOL_CALLING_SYSTEM.format(task=task))
         old = [RemoveMessage(id=REMOVE_ALL_MESSAGES)] if state.get("refine_messages") else []
         opening = Turn(turn=0, role="DM", observation=observation, parameter_error=False, place_error=False,
                        logic_error=False, task_completed=False)
         return {
             "refine_messages": [*old, SystemMessage(system), HumanMessage(observation)],
             "refine_script": script.to_paper(), "refine_system": system,
-            "refine_turns": [opening.to_paper()], "refine_queue": [], "refine_result": {},
+            "refine_turns": [opening.to_paper()], "refine_queue": [], "refine_result": {}, "refine_tool_calling": False,
             "refine_step": 0, "refine_retries": 0, "refine_format_errors": 0, "refine_invalid_actions": 0,
             "refine_tool_calls": 0, "refine_progress": initial, "refine_success": False, "refine_answer": None,
             "refine_sample": None, "refine_stop_reason": "", "refine_stats": {},
@@ -329,11 +268,14 @@ class RefineNodes:
         return {"thought": thought, "action": format_tool_call("finish", {"answer": answer}), "final": answer,
                 "raw": raw, "via": "text"}
 
-    def _queue(self, reply: BaseMessage) -> tuple[list[dict[str, Any]], BaseMessage]:
-        """The actions of one reply, in order, and the message to keep in the model's history."""
+    def _queue(self, reply: BaseMessage, called_tools: bool) -> tuple[list[dict[str, Any]], BaseMessage]:
+        """The actions of one reply, in order, and the message to keep in the model's history.
+
+        ``called_tools``: the model returned a tool call earlier in this episode (it speaks tool calls).
+        """
         text = content_text(reply.content)
         calls = list(getattr(reply, "tool_calls", None) or [])
-        thought = _thought_of(reply, text)
+        thought = thought_of(reply, text)
         tool_mode = self.env is None
         if calls and tool_mode:
             calls = [{**c, "id": c.get("id") or f"call_{uuid.uuid4().hex[:24]}"} for c in calls]
@@ -351,9 +293,14 @@ class RefineNodes:
                              response_metadata=getattr(reply, "response_metadata", {}) or {})
             return items, kept
         meta = (getattr(reply, "response_metadata", None) or {}).get("agentrefine") or {}
-        parsed = parse_action(text)
         if tool_mode and meta.get("finish"):  # our tuned chat model already read finish[...] / Final Answer:
             return [self._final(thought, text.strip(), meta.get("raw") or text)], AIMessage(meta.get("raw") or text)
+        if tool_mode and (self.tool_calling or called_tools):
+            if text.strip():  # a tool-calling model that answers without a tool call has given its final answer
+                return [self._final(thought, text.strip(), text)], AIMessage(text)
+            return [{"thought": thought, "action": None, "error": "empty reply", "raw": text, "via": "text",
+                     "format_feedback": prompts.REFINE_EMPTY_REPLY}], AIMessage("(empty reply)")
+        parsed = parse_action(text)
         if parsed.ok:
             item: dict[str, Any] = {"thought": parsed.thought, "action": parsed.action, "raw": text, "via": "text"}
             if tool_mode:
@@ -365,18 +312,17 @@ class RefineNodes:
                                     "type": "tool_call"}
                     item["action"] = parsed.action
             return [item], AIMessage(format_assistant(item["thought"], item["action"]))
-        if tool_mode and self.tool_calling and text.strip():
-            # A tool-calling model that answers without a tool call has given its final answer.
-            return [self._final(thought, text.strip(), text)], AIMessage(text)
         return [{"thought": parsed.thought, "action": None, "error": parsed.error, "raw": text, "via": "text"}], \
             AIMessage(text or "(empty reply)")
 
     def _after_reply(self, state: RefineState, reply: Any) -> Command:
         if not isinstance(reply, BaseMessage):
             reply = AIMessage(content_text(reply))
-        queue, kept = self._queue(reply)
+        called = bool(state.get("refine_tool_calling")) or bool(getattr(reply, "tool_calls", None))
+        queue, kept = self._queue(reply, called)
         return Command(goto="execute", update={"refine_messages": [kept], "refine_queue": queue,
-                                               "refine_step": state.get("refine_step", 0) + 1})
+                                               "refine_step": state.get("refine_step", 0) + 1,
+                                               "refine_tool_calling": called})
 
     @staticmethod
     def _context_full(exc: Exception) -> Command:
@@ -384,7 +330,7 @@ class RefineNodes:
             raise exc
         # The conversation no longer fits the model's context: the episode ends here (its trace is kept),
         # as it would for a human whose notes ran out; retrying the same prompt cannot help.
-        _write({"refine_context_full": str(exc)[:300]})
+        write_event({"refine_context_full": str(exc)[:300]})
         return Command(goto="finish", update={"refine_stop_reason": "context_full"})
 
     def act(self, state: RefineState, config: RunnableConfig) -> Command:
@@ -420,7 +366,7 @@ class RefineNodes:
     def _env_step(self, action: str) -> dict[str, Any]:
         r: StepResult = self.env.step(action)  # type: ignore[union-attr]
         return {"observation": r.observation, "done": bool(r.done), "progress": float(r.progress or 0.0),
-                "error": r.error, "info": _jsonable(r.info)}
+                "error": r.error, "info": jsonable(r.info)}
 
     def _tool_input(self, state: RefineState, call: dict[str, Any]) -> dict[str, Any]:
         # Tools with InjectedState see the app's keys and its messages ending in this call (a swarm handoff
@@ -448,15 +394,7 @@ class RefineNodes:
             content_text(content) if isinstance(content, list) else json.dumps(content, ensure_ascii=False, default=str))
         error = "logic_error" if answer is not None and answer.status == "error" else None
         return {"observation": text, "done": False, "error": error,
-                "info": {"tool": call["name"], "args": _jsonable(call.get("args") or {})}}
-
-    def _tool_failure(self, call: dict[str, Any], exc: Exception) -> dict[str, Any]:
-        if isinstance(exc, GraphBubbleUp) or is_fatal_error(exc):
-            raise exc  # interrupts and handoffs bubble up; bugs and configuration errors are loud
-        # Invalid arguments are the action's form at fault; any other failure of the tool is a logic error.
-        kind = "parameter_error" if isinstance(exc, ToolInvocationError) else "logic_error"
-        return {"observation": prompts.REFINE_TOOL_ERROR.format(error=_short(exc)), "done": False, "error": kind,
-                "info": {"tool": call["name"], "args": _jsonable(call.get("args") or {})}}
+                "info": {"tool": call["name"], "args": jsonable(call.get("args") or {})}}
 
     def execute(self, state: RefineState, config: RunnableConfig) -> dict[str, Any] | Command:
         item = state["refine_queue"][0]
@@ -472,7 +410,7 @@ class RefineNodes:
                                    "among them) need the async API — use `await graph.ainvoke(...)` or "
                                    "`graph.astream(...)`") from exc
             except Exception as exc:  # noqa: BLE001 - classified: feedback, or raised again
-                result = self._tool_failure(call, exc)
+                result = tool_failure(call, exc)
             else:
                 result = self._tool_result(call, output)
         return result if isinstance(result, Command) else {"refine_result": result}
@@ -487,7 +425,7 @@ class RefineNodes:
             try:
                 output = await self.tool_node.ainvoke(self._tool_input(state, call), config)  # type: ignore[union-attr]
             except Exception as exc:  # noqa: BLE001 - classified: feedback, or raised again
-                result = self._tool_failure(call, exc)
+                result = tool_failure(call, exc)
             else:
                 result = self._tool_result(call, output)
         return result if isinstance(result, Command) else {"refine_result": result}
@@ -498,90 +436,28 @@ class RefineNodes:
         item, result = state["refine_queue"][0], state["refine_result"]
         if self.critic is None or result.get("format_error"):
             return None
-        script = Script.model_validate(state["refine_script"])
-        return {"task": system_prompt(script), "goal": script.goal, "thought": item.get("thought") or "",
-                "action": item.get("action") or "", "observation": result.get("observation") or ""}
-
-    def _critic_prompt(self, step: dict[str, Any]) -> list[BaseMessage]:
-        return [HumanMessage(prompts.REFINE_CRITIC.format(task=step["goal"], thought=step["thought"],
-                                                          action=step["action"], observation=step["observation"]))]
-
-    @staticmethod
-    def _verdict(out: Any) -> CriticVerdict | None:
-        if out is None:
-            return None
-        return out if isinstance(out, CriticVerdict) else CriticVerdict.model_validate(dict(out))
+        return critic_step(Script.model_validate(state["refine_script"]), item, result)
 
     def feedback(self, state: RefineState, config: RunnableConfig) -> Command:
         step = self._critic_step(state)
-        verdict = None
-        if step is not None:
-            if self.structured_critic is not None:
-                verdict = self.structured_critic.invoke(self._critic_prompt(step), config)
-            else:
-                verdict = self.critic(step)  # type: ignore[operator]
-                if inspect.isawaitable(verdict):
-                    raise RuntimeError("the critic is async: run the refine agent with `await graph.ainvoke(...)`")
-        return self._judge(state, self._verdict(verdict))
+        verdict = ask_critic(self.critic, self.structured_critic, step, config) if step is not None else None
+        return self._judge(state, verdict)
 
     async def afeedback(self, state: RefineState, config: RunnableConfig) -> Command:
         step = self._critic_step(state)
-        verdict = None
-        if step is not None:
-            if self.structured_critic is not None:
-                verdict = await self.structured_critic.ainvoke(self._critic_prompt(step), config)
-            else:
-                verdict = self.critic(step)  # type: ignore[operator]
-                if inspect.isawaitable(verdict):
-                    verdict = await verdict
-        return self._judge(state, self._verdict(verdict))
+        verdict = await aask_critic(self.critic, self.structured_critic, step, config) if step is not None else None
+        return self._judge(state, verdict)
 
     def _judge(self, state: RefineState, verdict: CriticVerdict | None) -> Command:
         """The DM's verdict on the first queued action; records its turns and routes."""
         queue = list(state.get("refine_queue") or [])
         item, result = queue.pop(0), state["refine_result"]
         env = self.env
-        script = Script.model_validate(state["refine_script"])
-        flags = {flag: False for flag in ERROR_FLAGS}
-        notes: list[str] = []
-        format_error = bool(result.get("format_error"))
-        invalid = False
-        if result.get("error") in flags:
-            flags[result["error"]] = True
-        if format_error:
-            notes.append(prompts.REFINE_FORMAT_ERROR.format(error=item.get("error")))
-        elif self.rule_check is not False and (self.action_specs is not None or env is not None) and "final" not in item:
-            specs = self.action_specs if self.action_specs is not None else script
-            match = match_action(specs, item["action"])
-            # With an engine, its verdict is authoritative by default (engines fold case, know dynamic object
-            # names): the rules then only explain a rejection. Strict mode (rule_check=True) or rules without
-            # an engine flag the action themselves.
-            engine_rejected = env is not None and result.get("error") is not None
-            if not match.ok and (self.rule_check is True or env is None or engine_rejected):
-                invalid = True
-                flags["parameter_error"] = flags["parameter_error"] or not engine_rejected
-                actions = specs.available_actions if isinstance(specs, Script) else specs
-                # An engine whose reply already says "Invalid action ..." (BabyAI, PDDL) has explained the
-                # rejection: a second "Invalid action" note would repeat it in the same observation.
-                if "invalid action" not in (result.get("observation") or "").lower():
-                    notes.append(prompts.REFINE_INVALID_ACTION.format(message=match.message or "invalid",
-                                                                      actions=", ".join(actions)))
-        if result.get("error") == "parameter_error" and not format_error:
-            invalid = True
-        done = bool(result.get("done"))
-        if verdict is not None:
-            for flag in ERROR_FLAGS:
-                flags[flag] = flags[flag] or bool(getattr(verdict, flag))
-            if verdict.feedback and any(getattr(verdict, f) for f in ERROR_FLAGS):
-                notes.append(prompts.REFINE_CRITIC_FEEDBACK.format(feedback=verdict.feedback))
-        erroneous = any(flags.values())
-        if erroneous and env is None:
-            done = False  # a flagged finish[...] (e.g. the critic rejects the answer) is refined, not accepted
-        # (with an engine, its own `done` is authoritative: the task is complete whatever the checks say)
-        observation = (result.get("observation") or "").strip()
-        if notes and self.feedback_to_model:
-            observation = "\n".join(x for x in (observation, *notes) if x)
-        observation = observation or "(no observation)"
+        verdict_ = judge(item, result, script=Script.model_validate(state["refine_script"]),
+                         action_specs=self.action_specs, engine=env is not None, rule_check=self.rule_check,
+                         verdict=verdict, feedback_to_model=self.feedback_to_model)
+        flags, observation, done = verdict_.flags, verdict_.observation, verdict_.done
+        format_error, invalid, erroneous = verdict_.format_error, verdict_.invalid, verdict_.erroneous
         step = state.get("refine_step", 0)
         turns = list(state.get("refine_turns") or [])
         # A reply without an action is recorded with its text as the action: the DM flags it, so it trains nothing.
@@ -608,7 +484,7 @@ class RefineNodes:
         }
         if done and env is None:
             update["refine_answer"] = (result.get("info") or {}).get("answer")
-        _write({"refine_step": {"step": step, "thought": item.get("thought"), "action": action,
+        write_event({"refine_step": {"step": step, "thought": item.get("thought"), "action": action,
                                 "observation": observation, "flags": [f for f in ERROR_FLAGS if flags[f]],
                                 "done": done, "progress": progress}})
         if done:
@@ -628,19 +504,16 @@ class RefineNodes:
 
     def _sample(self, state: RefineState) -> RefinementSample | None:
         script = Script.model_validate(state["refine_script"])
-        trajectory = Trajectory.model_validate(state.get("refine_turns") or [])
-        if not any(t.is_player for t in trajectory.turns):
-            return None
         env = self.env
-        sample = sample_from_trajectory(
-            script, trajectory, teacher=self.teacher, source="refine-agent", check=dict(TRACE_CHECK),
+        # Tool mode trains on the tools in the trained format (what a text-protocol model saw; a tool-calling
+        # model's turns are recorded as Thought/Action too, so its trace trains a tuned model alike).
+        system = tools_system_prompt(self.tools, script.goal) if env is None else None
+        return episode_sample(
+            script, state.get("refine_turns") or [], system=system, teacher=self.teacher,
             success=bool(state.get("refine_success")), progress=state.get("refine_progress", 0.0),
             stop_reason=state.get("refine_stop_reason"), env=getattr(env, "name", None) if env is not None else None,
             agent=self.name,
         )
-        if env is None and sample.messages and sample.messages[0].role == "system":
-            sample.messages[0].content = state.get("refine_system") or sample.messages[0].content  # what it saw
-        return sample
 
     def _outcome(self, state: RefineState, sample: RefinementSample | None) -> dict[str, Any]:
         steps = int(state.get("refine_step", 0))
@@ -661,7 +534,7 @@ class RefineNodes:
                 "sample_id": sample.id if sample is not None else None}
         row = sample.to_dict() if sample is not None else None
         if row is not None:
-            _write({"refine_trace": row})
+            write_event({"refine_trace": row})
         return {
             "messages": [AIMessage(text, name=self.name, response_metadata={"agentrefine": meta})],
             "refine_sample": row, "refine_stats": stats, "refine_task": None,  # a reused thread starts afresh
@@ -701,6 +574,7 @@ def create_refine_agent(
     feedback_to_model: bool = True,
     model_retry: RetryPolicy | None = None,
     teacher: str | None = None,
+    text_protocol: bool | None = None,
     state_schema: type | None = None,
     context_schema: type | None = None,
     name: str = "refine_agent",
@@ -717,7 +591,10 @@ def create_refine_agent(
     (may be async). ``max_retries``: consecutive erroneous actions allowed before giving up (None: no limit
     but ``max_steps``, the number of model replies). ``feedback_to_model``: append the rule check / critic
     feedback to the observation. ``model_retry``: retry policy for transient model errors (default 3
-    attempts on connection errors, timeouts, 429, 5xx). ``state_schema`` (extending :class:`RefineState`) and
+    attempts on connection errors, timeouts, 429, 5xx). ``text_protocol``: the model answers ``Thought/Action``
+    text (default: only our tuned models do, :func:`~agentrefine_lg.chat_model.speaks_thought_action`); any
+    other model is a tool-calling model — the tools are bound to it if they are not, and its reply without a
+    tool call is its final answer (so is any such reply once it has called a tool). ``state_schema`` (extending :class:`RefineState`) and
     ``context_schema`` as in langgraph-supervisor: tools see them through ``InjectedState`` / ``ToolRuntime``.
     """
     if (env is None) == (tools is None):
@@ -731,7 +608,8 @@ def create_refine_agent(
         check_state_schema(state_schema, RefineState, "create_refine_agent")
     nodes = RefineNodes(model, tools=tool_list, env=env, action_specs=action_specs, critic=critic,
                         max_retries=max_retries, max_steps=max_steps, trace_sink=trace_sink, rule_check=rule_check,
-                        feedback_to_model=feedback_to_model, teacher=teacher, name=name)
+                        feedback_to_model=feedback_to_model, teacher=teacher, text_protocol=text_protocol,
+                        name=name)
 
     def node(sync: Callable, asynchronous: Callable, label: str) -> Runnable:
         return RunnableLambda(sync, afunc=asynchronous, name=label)

@@ -55,9 +55,11 @@ def stand_in_model():
     ] * 10)
 
 
-def build_app(model, traces: str | None):
+def build_app(model, traces: str | None, *, text_protocol: bool | None = None):
+    # text_protocol=True: the stand-in answers Thought/Action text like our tuned model (which is recognised
+    # by itself); any other chat model is taken to speak tool calls.
     refine = create_refine_agent(model, tools=[lookup_order, refund_policy], max_steps=8, trace_sink=traces,
-                                 name="desk_agent")
+                                 text_protocol=text_protocol, name="desk_agent")
 
     def reply(state: DeskState) -> dict:
         answer = state["messages"][-1]  # the agent's answer, an AIMessage named "desk_agent"
@@ -80,8 +82,8 @@ def main() -> None:
     parser.add_argument("--traces", default="runs/refine_traces.jsonl", help="JSONL trace sink")
     parser.add_argument("--episodes", type=int, default=1)
     args = parser.parse_args()
-    model = chat_model() if os.environ.get("AGENTREFINE_BASE_URL") else stand_in_model()
-    app = build_app(model, args.traces)
+    served = bool(os.environ.get("AGENTREFINE_BASE_URL"))
+    app = build_app(chat_model() if served else stand_in_model(), args.traces, text_protocol=None if served else True)
     for _ in range(args.episodes):
         # subgraphs=True: the refine agent's per-step events come up from inside the subgraph.
         for namespace, mode, chunk in app.stream({"ticket": "Where is my order #1042?"},

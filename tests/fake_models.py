@@ -13,6 +13,9 @@ of responses raises ``AssertionError`` naming the call, so a test that loops too
 
 ``TunedScriptedModel`` is the same model speaking tool calls through the ``Thought/Action`` format
 (:class:`agentrefine_lg.chat_model.TunedFormatMixin`): what ``chat_model()`` does, without a server.
+
+``SelfBindingChatModel`` is LangGraph's own testing pattern (its test fakes): ``bind_tools`` records the tools
+and returns the model itself, so no ``RunnableBinding`` carries them.
 """
 
 from __future__ import annotations
@@ -100,6 +103,18 @@ class TunedScriptedModel(TunedFormatMixin, ScriptedChatModel):
         return "scripted-tuned-fake"
 
 
+class SelfBindingChatModel(ScriptedChatModel):
+    """The scripted model whose ``bind_tools`` returns itself, as LangGraph's test fakes do."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-self-binding-fake"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Runnable:
+        self.bound_tools = [convert_to_openai_tool(t) for t in tools]
+        return self
+
+
 def scripted(*responses: str | AIMessage | BaseException | Callable[[list[BaseMessage]], Any]) -> ScriptedChatModel:
     """Shorthand: ``scripted("Thought: a\\nAction: b", ...)``."""
     return ScriptedChatModel(responses=list(responses))
@@ -110,4 +125,9 @@ def tuned(*responses: str | AIMessage | BaseException | Callable[[list[BaseMessa
     return TunedScriptedModel(responses=list(responses))
 
 
-__all__ = ["ScriptedChatModel", "TunedScriptedModel", "scripted", "tuned"]
+def self_binding(*responses: str | AIMessage | BaseException | Callable[[list[BaseMessage]], Any]) -> SelfBindingChatModel:
+    """Shorthand for a :class:`SelfBindingChatModel`."""
+    return SelfBindingChatModel(responses=list(responses))
+
+
+__all__ = ["ScriptedChatModel", "SelfBindingChatModel", "TunedScriptedModel", "scripted", "self_binding", "tuned"]

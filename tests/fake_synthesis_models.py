@@ -134,10 +134,14 @@ class HTTPStatusError(Exception):
 # ---------------------------------------------------------------------------------------------- server
 
 
-def completion(content: str, *, model: str = "fake-model", prompt_tokens: int = 120, completion_tokens: int = 60) -> dict:
+def completion(content: str | dict[str, Any], *, model: str = "fake-model", prompt_tokens: int = 120,
+               completion_tokens: int = 60) -> dict:
+    """A chat completion answering ``content``: a text, or an assistant message dict (e.g. with ``tool_calls``)."""
+    message = content if isinstance(content, dict) else {"role": "assistant", "content": content}
+    finish = "tool_calls" if message.get("tool_calls") else "stop"
     return {
         "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     }
@@ -154,11 +158,14 @@ def paper_responder(request: dict[str, Any]) -> str:
 class FakeOpenAIServer:
     """An OpenAI-compatible ``/v1/chat/completions`` on 127.0.0.1 that answers from a responder.
 
+    The responder returns the reply's text, or an assistant message dict (``{"content": None, "tool_calls":
+    [...]}`` in OpenAI's wire format) for a tool-calling model.
+
     ``failures`` is a list of HTTP statuses answered (in order) before normal replies, e.g. ``[429, 500]``.
     ``latency`` seconds are slept per request. Every request body is recorded in ``requests``.
     """
 
-    def __init__(self, responder: Callable[[dict[str, Any]], str] = paper_responder, *, failures: list[int] | None = None,
+    def __init__(self, responder: Callable[[dict[str, Any]], str | dict[str, Any]] = paper_responder, *, failures: list[int] | None = None,
                  latency: float = 0.0):
         self.responder = responder
         self.failures = list(failures or [])

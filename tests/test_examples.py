@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +35,20 @@ def test_paper_recipe_options_exist(command, options):
     recipe = (ROOT / "examples/paper_recipe/run.sh").read_text()
     for option in options:
         assert option in out.stdout and option in recipe
+
+
+def test_refine_in_create_agent_runs_both_ways_against_a_fake_and_its_traces_check(tmp_path):
+    traces = tmp_path / "traces.jsonl"
+    env = {k: v for k, v in os.environ.items() if k != "AGENTREFINE_BASE_URL"}  # the offline stand-in
+    out = subprocess.run([sys.executable, "examples/refine_in_create_agent.py", "--traces", str(traces)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    answer = "Order 1042 shipped on 3 May (parcel DE-77)."
+    assert f"create_refine_agent: {answer}" in out.stdout and f"create_agent + RefineMiddleware: {answer}" in out.stdout
+    rows = [json.loads(line) for line in traces.read_text().splitlines()]
+    assert [r["agent"] for r in rows] == ["desk", "desk"]
+    # Each episode: the failed lookup (masked), the refined lookup and the answer (trained).
+    assert [[m["train"] for m in r["messages"] if m["role"] == "assistant"] for r in rows] == [[False, True, True]] * 2
+    check = subprocess.run([sys.executable, "-m", "agentrefine_lg.cli", "check", str(traces)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
-from fake_models import ScriptedChatModel, scripted
+from fake_models import ScriptedChatModel, scripted, self_binding, tuned
 from fake_synthesis_models import (
     FakeOpenAIServer,
     HTTPStatusError,
@@ -33,6 +33,7 @@ from typing_extensions import TypedDict
 import agentrefine_lg
 from agentrefine_lg import RefineState, create_refine_agent, create_synthesis_graph
 from agentrefine_lg.commands.check import check_file
+from agentrefine_lg.errors import InputError
 from agentrefine_lg.synthesis import recursion_limit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def call(name: str, args: dict[str, Any], id: str, content: str = "") -> AIMessa
 
 
 def adder(name: str = "math") -> Any:
-    model = scripted("Thought: add them\nAction: add(a=2, b=3)", "Thought: it is 5\nAction: finish[5]")
+    model = tuned("Thought: add them\nAction: add(a=2, b=3)", "Thought: it is 5\nAction: finish[5]")
     return create_refine_agent(model, tools=[add], name=name).compile()
 
 
@@ -105,7 +106,7 @@ def test_a_node_of_a_messages_state_app_reads_the_last_human_message_and_appends
 
 
 def test_a_reused_thread_answers_each_new_question() -> None:
-    model = scripted("Thought: a\nAction: add(a=1, b=1)", "Thought: b\nAction: finish[2]",
+    model = tuned("Thought: a\nAction: add(a=1, b=1)", "Thought: b\nAction: finish[2]",
                      "Thought: c\nAction: add(a=2, b=2)", "Thought: d\nAction: finish[4]")
     agent = create_refine_agent(model, tools=[add]).compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "chat"}}
@@ -155,11 +156,86 @@ def test_an_agent_of_create_swarm_that_hands_off() -> None:
     assert any(isinstance(m, ToolMessage) and "math" in m.content for m in out["messages"])
 
 
+# ---------------------------------------------------------------------------------------------- any tool-calling model
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+def weather_model() -> Any:
+    """LangGraph's own fake pattern: bind_tools returns the model itself; it calls a tool, then answers."""
+    return self_binding(call("get_weather", {"city": "Paris"}, "w1"), AIMessage("It is sunny in Paris."))
+
+
+@pytest.mark.parametrize("bound_by", ["agent", "user"])
+def test_a_messages_state_app_gets_the_answer_of_a_model_whose_bind_tools_returns_itself(bound_by: str) -> None:
+    model = weather_model()
+    agent = create_refine_agent(model if bound_by == "agent" else model.bind_tools([get_weather]),
+                                tools=[get_weather], name="weather")
+    app = StateGraph(MessagesState)
+    app.add_node("weather", agent.compile())
+    app.add_edge(START, "weather")
+    app.add_edge("weather", END)
+    out = app.compile().invoke({"messages": [HumanMessage("What is the weather in Paris?")]})
+    answer = out["messages"][-1]
+    assert answer.content == "It is sunny in Paris." and answer.name == "weather"
+    assert answer.response_metadata["agentrefine"]["success"] is True
+    assert answer.response_metadata["agentrefine"]["steps"] == 2 and model.remaining == 0
+    assert [t["function"]["name"] for t in model.bound_tools] == ["get_weather"]
+    # It got its tools as schemas: it was not asked for Thought/Action text.
+    assert "Thought:" not in model.calls[0][0].content
+    assert isinstance(model.calls[1][-1], ToolMessage) and model.calls[1][-1].content == "sunny in Paris"
+
+
+def test_a_supervisor_gets_the_answer_of_a_worker_whose_bind_tools_returns_itself() -> None:
+    from langgraph_supervisor import create_supervisor
+
+    boss = ScriptedChatModel(responses=[call("transfer_to_weather", {}, "h1"), AIMessage("Paris: sunny.")])
+    worker = create_refine_agent(weather_model(), tools=[get_weather], name="weather").compile()
+    out = create_supervisor([worker], model=boss, prompt="Route weather questions.").compile().invoke(
+        {"messages": [HumanMessage("What is the weather in Paris?")]})
+    assert any(getattr(m, "content", None) == "It is sunny in Paris." for m in boss.calls[-1])
+    assert out["messages"][-1].content == "Paris: sunny."
+
+
+def test_a_real_chat_openai_against_an_openai_compatible_server() -> None:
+    from langchain_openai import ChatOpenAI
+
+    def responder(request: dict[str, Any]) -> str | dict[str, Any]:
+        if request["messages"][-1]["role"] == "tool":
+            return "It is sunny in Paris."
+        return {"content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}]}
+
+    with FakeOpenAIServer(responder) as server:
+        model = ChatOpenAI(base_url=server.base_url, api_key="k", model="any-tool-caller", max_retries=0)
+        out = create_refine_agent(model, tools=[get_weather]).compile().invoke(
+            {"messages": [HumanMessage("What is the weather in Paris?")]})
+    assert out["messages"][-1].content == "It is sunny in Paris." and out["refine_success"] is True
+    first, second = server.requests
+    assert [t["function"]["name"] for t in first["tools"]] == ["get_weather"]  # the agent bound its tools
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "sunny in Paris"}
+
+
+def test_a_model_that_cannot_bind_tools_is_refused_unless_declared_text_protocol() -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    with pytest.raises(InputError, match="text_protocol=True"):
+        create_refine_agent(FakeListChatModel(responses=["x"]), tools=[add])
+    model = FakeListChatModel(responses=["Thought: a\nAction: add(a=2, b=3)", "Thought: b\nAction: finish[5]"])
+    out = create_refine_agent(model, tools=[add], text_protocol=True).compile().invoke(
+        {"messages": [HumanMessage("2 + 3?")]})
+    assert out["messages"][-1].content == "5" and out["refine_stats"]["tool_calls"] == 1
+
+
 # ---------------------------------------------------------------------------------------------- tools
 
 
 def test_async_tools_run_under_ainvoke_and_failures_are_feedback() -> None:
-    model = scripted("Thought: look it up\nAction: lookup_order[A-71]",
+    model = tuned("Thought: look it up\nAction: lookup_order[A-71]",
                      "Thought: typo, it is A-17\nAction: lookup_order[A-17]",
                      "Thought: shipped\nAction: finish[shipped]")
     agent = create_refine_agent(model, tools=[lookup_order]).compile()
@@ -171,7 +247,7 @@ def test_async_tools_run_under_ainvoke_and_failures_are_feedback() -> None:
 
 
 def test_sync_invoke_of_an_async_tool_says_to_use_ainvoke() -> None:
-    agent = create_refine_agent(scripted("Thought: x\nAction: lookup_order[A-17]"), tools=[lookup_order]).compile()
+    agent = create_refine_agent(tuned("Thought: x\nAction: lookup_order[A-17]"), tools=[lookup_order]).compile()
     with pytest.raises(RuntimeError, match="ainvoke"):
         agent.invoke({"messages": [HumanMessage("Where is A-17?")]})
 
@@ -182,13 +258,13 @@ def test_a_bug_in_a_tool_raises_instead_of_becoming_feedback() -> None:
         """A tool with a bug."""
         return x.no_such_method()  # type: ignore[attr-defined]
 
-    agent = create_refine_agent(scripted("Thought: x\nAction: broken[a]"), tools=[broken]).compile()
+    agent = create_refine_agent(tuned("Thought: x\nAction: broken[a]"), tools=[broken]).compile()
     with pytest.raises(AttributeError):
         agent.invoke({"messages": [HumanMessage("go")]})
 
 
 def test_invalid_tool_arguments_are_a_parameter_error() -> None:
-    model = scripted("Thought: add\nAction: add(a=\"two\", b=3)", "Thought: numbers\nAction: add(a=2, b=3)",
+    model = tuned("Thought: add\nAction: add(a=\"two\", b=3)", "Thought: numbers\nAction: add(a=2, b=3)",
                      "Thought: 5\nAction: finish[5]")
     out = create_refine_agent(model, tools=[add]).compile().invoke({"messages": [HumanMessage("2+3")]})
     dm = [t for t in out["refine_sample"]["trajectory"] if t["role"] == "DM"]
@@ -205,7 +281,7 @@ def test_a_tool_that_asks_a_human_pauses_the_thread_until_resumed() -> None:
         approvals.append(answer)
         return f"refunded {order_id}" if answer == "yes" else "refund refused"
 
-    model = scripted("Thought: refund it\nAction: refund[A-17]", "Thought: done\nAction: finish[refunded]")
+    model = tuned("Thought: refund it\nAction: refund[A-17]", "Thought: done\nAction: finish[refunded]")
     agent = create_refine_agent(model, tools=[refund]).compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "hitl"}}
 
@@ -252,10 +328,10 @@ def test_every_recorded_episode_passes_agentrefine_check_and_trains(tmp_path: Pa
     traces = tmp_path / "traces.jsonl"
     # tool mode: a success with refinements, a clean success, a failure at the step budget, a format error
     runs = [
-        (scripted("Thought: a\nAction: add(a=\"two\", b=3)", "Thought: b\nAction: add(a=2, b=3)",
-                  "Thought: c\nAction: finish[5]"), {}),
-        (scripted("Thought: c\nAction: finish[5]"), {}),
-        (scripted("I am not sure.", "Thought: try\nAction: multiply[2, 3]"), {"max_steps": 2}),
+        (tuned("Thought: a\nAction: add(a=\"two\", b=3)", "Thought: b\nAction: add(a=2, b=3)",
+               "Thought: c\nAction: finish[5]"), {}),
+        (tuned("Thought: c\nAction: finish[5]"), {}),
+        (tuned("I am not sure.", "Thought: try\nAction: multiply[2, 3]"), {"max_steps": 2}),
     ]
     for model, kw in runs:
         create_refine_agent(model, tools=[add], trace_sink=traces, **kw).compile().invoke(
@@ -393,7 +469,7 @@ def whoami(runtime: ToolRuntime[Context, AccountState]) -> str:
 
 
 def test_a_custom_state_and_context_reach_the_tools() -> None:
-    model = scripted("Thought: ask\nAction: whoami", "Thought: done\nAction: finish[ok]")
+    model = tuned("Thought: ask\nAction: whoami", "Thought: done\nAction: finish[ok]")
     graph = create_refine_agent(model, tools=[whoami], state_schema=AccountState, context_schema=Context).compile()
     out = graph.invoke({"messages": [HumanMessage("who?")], "account": "acme"}, context={"user": "ada"})
     assert [t["Observation"] for t in out["refine_sample"]["trajectory"] if t["role"] == "DM"][1] == "ada / acme"
@@ -485,7 +561,7 @@ def test_an_interrupt_inside_the_agent_surfaces_in_the_parent_app_and_resumes_th
         """Refund an order (needs a human's approval)."""
         return "refunded" if interrupt(f"Refund {order_id}?") == "yes" else "refused"
 
-    model = scripted("Thought: refund\nAction: refund[A-17]", "Thought: done\nAction: finish[refunded]")
+    model = tuned("Thought: refund\nAction: refund[A-17]", "Thought: done\nAction: finish[refunded]")
     app = StateGraph(MessagesState)
     app.add_node("desk", create_refine_agent(model, tools=[refund], name="desk").compile())
     app.add_edge(START, "desk")

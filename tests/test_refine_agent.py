@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
-from fake_models import scripted
+from fake_models import scripted, tuned
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 from langgraph.graph import END, START, StateGraph
@@ -36,7 +36,7 @@ def flaky_fetch_tool():
 
 def test_a_failing_tool_call_is_refined_and_the_trace_masks_it(tmp_path: Path) -> None:
     fetch, calls = flaky_fetch_tool()
-    model = scripted(
+    model = tuned(
         "Thought: fetch the page\nAction: fetch[http://x]",
         "Thought: the server was busy, retry\nAction: fetch[http://x]",
         "Thought: the page says 42\nAction: finish[42]",
@@ -66,7 +66,7 @@ def test_a_failing_tool_call_is_refined_and_the_trace_masks_it(tmp_path: Path) -
 
 def test_trace_is_emitted_on_the_custom_stream() -> None:
     fetch, _ = flaky_fetch_tool()
-    model = scripted("Thought: a\nAction: fetch[u]", "Thought: b\nAction: fetch[u]", "Thought: c\nAction: finish[done]")
+    model = tuned("Thought: a\nAction: fetch[u]", "Thought: b\nAction: fetch[u]", "Thought: c\nAction: finish[done]")
     agent = create_refine_agent(model, tools=[fetch]).compile()
     events = [chunk for chunk in agent.stream({"refine_task": "t"}, stream_mode="custom")]
     steps = [e["refine_step"] for e in events if "refine_step" in e]
@@ -77,7 +77,7 @@ def test_trace_is_emitted_on_the_custom_stream() -> None:
 
 def test_an_unparsable_reply_is_a_format_error_fed_back() -> None:
     fetch, _ = flaky_fetch_tool()
-    model = scripted("I am not sure.", "Thought: ok\nAction: finish[x]")
+    model = tuned("I am not sure.", "Thought: ok\nAction: finish[x]")
     out = create_refine_agent(model, tools=[fetch]).compile().invoke({"refine_task": "t"})
     assert out["refine_stats"]["format_errors"] == 1
     assert out["refine_sample"]["trajectory"][2]["parameter_error"] is True
@@ -87,7 +87,7 @@ def test_an_unparsable_reply_is_a_format_error_fed_back() -> None:
 
 def test_unknown_tool_names_are_invalid_actions() -> None:
     fetch, _ = flaky_fetch_tool()
-    model = scripted("Thought: a\nAction: browse[u]", "Thought: b\nAction: finish[x]")
+    model = tuned("Thought: a\nAction: browse[u]", "Thought: b\nAction: finish[x]")
     out = create_refine_agent(model, tools=[fetch]).compile().invoke({"refine_task": "t"})
     assert out["refine_stats"]["invalid_actions"] == 1
     assert "browse is not a valid tool" in model.calls[1][-1].content
@@ -95,7 +95,7 @@ def test_unknown_tool_names_are_invalid_actions() -> None:
 
 def test_retries_run_out() -> None:
     fetch, _ = flaky_fetch_tool()
-    model = scripted(*["Thought: a\nAction: nope[x]"] * 3)
+    model = tuned(*["Thought: a\nAction: nope[x]"] * 3)
     out = create_refine_agent(model, tools=[fetch], max_retries=2).compile().invoke({"refine_task": "t"})
     assert out["refine_stop_reason"] == "max_retries"
     assert out["refine_stats"]["steps"] == 3 and model.remaining == 0
@@ -108,14 +108,14 @@ def test_max_steps_bounds_the_episode() -> None:
         """Do nothing."""
         return "nothing happens"
 
-    model = scripted(*["Thought: a\nAction: noop[x]"] * 4)
+    model = tuned(*["Thought: a\nAction: noop[x]"] * 4)
     out = create_refine_agent(model, tools=[noop], max_steps=4).compile().invoke({"refine_task": "t"})
     assert out["refine_stop_reason"] == "max_steps" and out["refine_stats"]["steps"] == 4
 
 
 def test_transient_model_errors_are_retried_by_the_node_policy() -> None:
     fetch, _ = flaky_fetch_tool()
-    model = scripted(ConnectionError("connection reset"), "Thought: ok\nAction: finish[x]")
+    model = tuned(ConnectionError("connection reset"), "Thought: ok\nAction: finish[x]")
     out = create_refine_agent(model, tools=[fetch]).compile().invoke({"refine_task": "t"})
     assert out["refine_success"] is True and len(model.calls) == 2
 
@@ -129,7 +129,7 @@ def test_other_model_errors_propagate() -> None:
 
 def test_an_llm_critic_can_reject_a_step() -> None:
     fetch, _ = flaky_fetch_tool()
-    model = scripted("Thought: guess\nAction: finish[41]", "Thought: check properly\nAction: finish[42]")
+    model = tuned("Thought: guess\nAction: finish[41]", "Thought: check properly\nAction: finish[42]")
     critic = scripted(
         json.dumps({"logic_error": True, "feedback": "You did not look at the page."}),
         json.dumps({}),
@@ -148,7 +148,7 @@ def test_a_callable_critic() -> None:
         seen.append(step)
         return CriticVerdict(place_error=step["action"] == "finish[nowhere]", feedback="not there")
 
-    model = scripted("Thought: a\nAction: finish[nowhere]", "Thought: b\nAction: finish[here]")
+    model = tuned("Thought: a\nAction: finish[nowhere]", "Thought: b\nAction: finish[here]")
     out = create_refine_agent(model, tools=[fetch], critic=critic).compile().invoke({"refine_task": "t"})
     assert out["refine_sample"]["trajectory"][2]["place_error"] is True and out["refine_answer"] == "here"
     assert seen[0]["action"] == "finish[nowhere]"
@@ -156,13 +156,22 @@ def test_a_callable_critic() -> None:
 
 def test_a_tool_calling_model_works_too() -> None:
     fetch, calls = flaky_fetch_tool()
-    model = scripted(
-        AIMessage("", tool_calls=[{"name": "fetch", "args": {"url": "u"}, "id": "1", "type": "tool_call"}]),
-        "Thought: again\nAction: fetch[u]",
-        "Thought: done\nAction: finish[ok]",
-    )
+    call = {"name": "fetch", "args": {"url": "u"}, "type": "tool_call"}
+    model = scripted(AIMessage("", tool_calls=[{**call, "id": "1"}]), AIMessage("", tool_calls=[{**call, "id": "2"}]),
+                     "The page says 42.")
     out = create_refine_agent(model, tools=[fetch]).compile().invoke({"refine_task": "t"})
-    assert out["refine_sample"]["trajectory"][1]["Action"] == "fetch[u]" and calls["n"] == 2
+    assert calls["n"] == 2 and out["refine_answer"] == "The page says 42." and out["refine_success"] is True
+    assert [t["Action"] for t in out["refine_sample"]["trajectory"] if t["role"] == "Player"] == [
+        "fetch[u]", "fetch[u]", "finish[The page says 42.]"]
+
+
+def test_a_text_protocol_model_that_calls_a_tool_answers_in_plain_text_afterwards() -> None:
+    fetch, calls = flaky_fetch_tool()
+    call = {"name": "fetch", "args": {"url": "u"}, "type": "tool_call"}
+    # Declared text-protocol, yet it returned a tool call: from then on a plain reply is its answer.
+    model = scripted("Thought: fetch\nAction: fetch[u]", AIMessage("", tool_calls=[{**call, "id": "1"}]), "It is 42.")
+    out = create_refine_agent(model, tools=[fetch], text_protocol=True).compile().invoke({"refine_task": "t"})
+    assert calls["n"] == 2 and out["refine_answer"] == "It is 42." and out["refine_stats"]["format_errors"] == 0
 
 
 def test_exactly_one_executor() -> None:
@@ -187,7 +196,7 @@ def test_as_a_subgraph_of_a_users_app() -> None:
         refine_success: bool
 
     fetch, _ = flaky_fetch_tool()
-    model = scripted("Thought: a\nAction: fetch[u]", "Thought: b\nAction: fetch[u]", "Thought: c\nAction: finish[42]")
+    model = tuned("Thought: a\nAction: fetch[u]", "Thought: b\nAction: fetch[u]", "Thought: c\nAction: finish[42]")
     app = StateGraph(AppState)
     app.add_node("prepare", lambda s: {"refine_task": f"Answer: {s['question']}"})
     app.add_node("refine", create_refine_agent(model, tools=[fetch]).compile())
