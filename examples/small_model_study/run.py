@@ -96,7 +96,7 @@ class StudyConfig:
     # Every arm takes the same optimizer steps of the same batch size (its data decides how many epochs that is:
     # the mix arm has twice the rows). 1,200 steps of 4 rows at lr 1.4e-3 took behaviour cloning over the bar on
     # one kind (600 of 8 at 2e-3 left one seed unable to read the first direction off the goal).
-    steps: int = 1000
+    steps: int = 800
     batch_size: int = 4
     learning_rate: float = 1.4e-3
     adam_beta2: float = 0.95  # the GPU loop's (and nanoGPT's) value; TRL's default 0.999 was not compared alone
