@@ -32,7 +32,6 @@ JSONL sink that ``agentrefine check``, ``agentrefine convert`` and ``python -m t
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -77,6 +76,7 @@ from agentrefine_lg.refine_feedback import (
     Critic,
     CriticVerdict,
     TraceSink,
+    aappend_trace,
     aask_critic,
     append_trace,
     ask_critic,
@@ -549,11 +549,7 @@ class RefineNodes:
     async def afinish(self, state: RefineState) -> dict[str, Any]:
         sample = self._sample(state)
         if sample is not None and self.trace_sink is not None:
-            sink = self.trace_sink
-            if callable(sink) and inspect.iscoroutinefunction(sink):
-                await sink(sample)
-            else:
-                await asyncio.to_thread(append_trace, sink, sample)  # file I/O stays off the event loop
+            await aappend_trace(self.trace_sink, sample)
         return self._outcome(state, sample)
 
 

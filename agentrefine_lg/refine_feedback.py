@@ -17,6 +17,8 @@ paper's three error flags the same way (docs/method.md §2) and write the same t
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import re
@@ -122,6 +124,14 @@ def append_trace(sink: TraceSink, sample: RefinementSample) -> None:
         sink(sample)
         return
     append_jsonl(sink, [sample.to_dict()])
+
+
+async def aappend_trace(sink: TraceSink, sample: RefinementSample) -> None:
+    """:func:`append_trace` from async code: an async sink is awaited, file I/O runs off the event loop."""
+    if callable(sink) and inspect.iscoroutinefunction(sink):
+        await sink(sample)
+    else:
+        await asyncio.to_thread(append_trace, sink, sample)
 
 
 def tools_script(tools: Sequence[Any], task: str, names: Sequence[str] = ()) -> Script:

@@ -26,8 +26,6 @@ A handoff (a tool returning a ``Command``) passes through unjudged and untraced.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, NotRequired
 
@@ -47,6 +45,7 @@ from agentrefine_lg.refine_feedback import (
     CriticVerdict,
     Judgement,
     TraceSink,
+    aappend_trace,
     aask_critic,
     append_trace,
     ask_critic,
@@ -368,11 +367,7 @@ class RefineMiddleware(AgentMiddleware[RefineMiddlewareState, Any]):
     async def aafter_agent(self, state: RefineMiddlewareState, runtime: Runtime) -> dict[str, Any] | None:
         sample = self._sample(state)
         if sample is not None and self.trace_sink is not None:
-            sink = self.trace_sink
-            if callable(sink) and inspect.iscoroutinefunction(sink):
-                await sink(sample)
-            else:
-                await asyncio.to_thread(append_trace, sink, sample)  # file I/O stays off the event loop
+            await aappend_trace(self.trace_sink, sample)
         return self._written(sample)
 
 
