@@ -26,13 +26,19 @@ from agentrefine_lg.errors import AgentRefineError, InputError
 
 # World generators: a study kind names a TextWorld game kind and the settings it is drawn with. Small worlds
 # (short walks, few objects) keep a whole row near 1k tokens. Every generator speaks the same action vocabulary
-# (go, take, take ... from, drop, open, insert, put, lock/unlock), so a kind never trained on can be succeeded at
-# from the trained kinds' skills: the longer mazes by walking further, treasure hunting by walking and taking a
-# named object (docs/method_study.md).
+# (go, take, take ... from, drop, open, insert, put, lock/unlock). The default study trains on three generators
+# that each teach part of one skill -- follow the goal's directions, then take what it names: short walks to a
+# coin, long walks to a coin, short walks to a named object -- and holds out two it never trains on that need
+# those parts in a combination or at a length not trained: long walks to a named object among distractors
+# (`treasure_hunter_long`), and the longest walks (`coin_collector_xl`). The `custom` quests (containers, keys)
+# were not learnt by the 2 M-parameter student at any size tried, even on its own train worlds
+# (docs/study_runs/), so they are kept for --kinds but left out of the default.
 GENERATORS: dict[str, tuple[str, Callable[[random.Random], dict[str, Any]]]] = {
     "coin_collector": ("coin_collector", lambda rng: {"level": rng.randint(1, 3)}),
     "coin_collector_long": ("coin_collector", lambda rng: {"level": rng.randint(4, 6)}),
+    "coin_collector_xl": ("coin_collector", lambda rng: {"level": rng.randint(7, 9)}),
     "treasure_hunter": ("treasure_hunter", lambda rng: {"level": rng.randint(1, 3)}),
+    "treasure_hunter_long": ("treasure_hunter", lambda rng: {"level": rng.randint(7, 10)}),
     "custom": ("custom", lambda rng: {"nb_rooms": rng.randint(1, 2), "nb_objects": rng.randint(2, 3),
                                       "quest_length": 3}),
     "custom_1room": ("custom", lambda rng: {"nb_rooms": 1, "nb_objects": rng.randint(2, 3), "quest_length": 3}),
