@@ -21,11 +21,10 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 from typing import Any
 
-from agentrefine_lg.chat_model import chat_model, parse_action, tools_prompt
+from agentrefine_lg import _moved
 from agentrefine_lg.checks import check_script, check_trajectory, match_action
 from agentrefine_lg.convert import read_samples, sample_from_trajectory
 from agentrefine_lg.env import StepResult, TextEnv
-from agentrefine_lg.llm_roles import llm_teacher
 from agentrefine_lg.refine_agent import (
     CriticVerdict,
     RefineInput,
@@ -36,7 +35,8 @@ from agentrefine_lg.refine_agent import (
 )
 from agentrefine_lg.refine_middleware import RefineMiddleware
 from agentrefine_lg.schema import ActionSpec, Message, RefinementSample, Script, Trajectory, Turn
-from agentrefine_lg.synthesis import (
+from agentrefine_lg.serving.chat_model import chat_model, parse_action, tools_prompt
+from agentrefine_lg.synthesis.graphs import (
     SynthesisInput,
     SynthesisOutput,
     SynthesisSettings,
@@ -45,6 +45,9 @@ from agentrefine_lg.synthesis import (
     create_synthesis_graph,
     create_trajectory_graph,
 )
+from agentrefine_lg.synthesis.llm_roles import llm_teacher
+
+_moved.install()  # the modules' old paths (agentrefine_lg.chat_model, .serve, .grounded, ...) keep working
 
 try:
     __version__ = _metadata.version("agentrefine-lg")
@@ -55,7 +58,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
 def __getattr__(name: str) -> Any:
     # The grounded teacher imports TextWorld (the `grounded` extra): loaded only when asked for.
     if name == "grounded_teacher":
-        from agentrefine_lg.grounded.teacher import grounded_teacher
+        from agentrefine_lg.synthesis.grounded.teacher import grounded_teacher
 
         return grounded_teacher
     raise AttributeError(f"module 'agentrefine_lg' has no attribute {name!r}")

@@ -7,7 +7,7 @@
   — 401/403/404, a missing API key, ``TypeError``, ``NotImplementedError``, a ``BlockingError`` from
   ``langgraph dev``. They always raise from the node, never become a "rejected" sample or tool feedback.
 - everything else raised by a *tool* is feedback for the agent (a ``logic_error``); everything else raised by
-  a synthesis role is raised too — only :class:`~agentrefine_lg.llm_roles.MalformedOutputError` (the model's
+  a synthesis role is raised too — only :class:`MalformedOutputError` (the model's
   answer stayed unusable) is the persona's fault and counts as a failed attempt.
 """
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+
+from agentrefine_lg.schema import TokenUsage
 
 _TRANSIENT_STATUS = {408, 409, 425, 429}
 _FATAL_STATUS = {401, 403, 404}
@@ -25,6 +27,15 @@ _TRANSIENT_NAMES = {"APITimeoutError", "APIConnectionError", "RateLimitError", "
 _FATAL_NAMES = {"AuthenticationError", "PermissionDeniedError", "BlockingError", "NotFoundError"}
 _PROGRAMMING = (TypeError, NotImplementedError, AttributeError, NameError, ImportError, SyntaxError,
                 AssertionError, RecursionError)
+
+
+class MalformedOutputError(ValueError):
+    """The model's answer stayed unusable after ``format_retries`` corrections. Carries the usage it cost."""
+
+    def __init__(self, message: str, *, usage: TokenUsage | None = None, raw: str | None = None):
+        super().__init__(message)
+        self.usage = usage or TokenUsage()
+        self.raw = raw
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -39,8 +50,6 @@ def status_of(exc: BaseException) -> int | None:
 def is_transient_error(exc: BaseException) -> bool:
     """Worth retrying the same call: rate limits (429), server errors (5xx), timeouts, dropped connections.
     Malformed output and bad requests are not."""
-    from agentrefine_lg.llm_roles import MalformedOutputError
-
     if isinstance(exc, MalformedOutputError):
         return False
     status = status_of(exc)
@@ -101,4 +110,4 @@ def is_unreachable(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["is_context_overflow", "is_fatal_error", "is_refused", "is_transient_error", "is_unreachable", "status_of"]
+__all__ = ["MalformedOutputError", "is_context_overflow", "is_fatal_error", "is_refused", "is_transient_error", "is_unreachable", "status_of"]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agentrefine_lg.errors import InputError
+from agentrefine_lg.json_input import parse_json_text
 
 log = logging.getLogger("agentrefine_lg")
 
@@ -42,8 +43,6 @@ class JsonlFile:
              ) -> list[dict[str, Any]]:
         """The rows; a torn last line is cut (``repair``) and reported. ``check(row, where)`` may raise
         :class:`InputError` for a row that does not belong in this file."""
-        from agentrefine_lg.convert import parse_json_text
-
         if not self.path.exists():
             return []
         data = self.path.read_bytes()

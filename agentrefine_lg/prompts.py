@@ -3,13 +3,13 @@
 Sections are owned by the module that uses them; templates are ``str.format`` strings (literal braces doubled).
 The trained model's own format (task instruction, ``Thought/Action``, the tools section) is
 :mod:`agentrefine_lg.agent_format`; the grounded teacher's narration tables are
-:mod:`agentrefine_lg.grounded.narration`.
+:mod:`agentrefine_lg.synthesis.grounded.narration`.
 """
 
 from __future__ import annotations
 
 # --- synthesis teacher ---
-# Used by agentrefine_lg.llm_roles (LLM teacher: script writer, one-shot trajectory writer, Player, DM).
+# Used by agentrefine_lg.synthesis.llm_roles (LLM teacher: script writer, one-shot trajectory writer, Player, DM).
 # The key spellings are the paper's (Figure 4) so the teacher's raw JSON parses as is (docs/method.md §1).
 
 SYNTH_SCRIPT_SYSTEM = """You design scripts for text-based role-playing games (like a TRPG Dungeon Master's notes). Each script is one small, self-contained interactive environment in which a Player must reach a goal with a fixed set of text actions. Scripts become training data for agents, so every action must be checkable by a regular expression. Reply with one JSON object and nothing else."""

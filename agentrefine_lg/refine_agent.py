@@ -58,14 +58,6 @@ from typing_extensions import TypedDict
 
 from agentrefine_lg import prompts
 from agentrefine_lg.agent_format import content_text
-from agentrefine_lg.chat_model import (
-    FINISH_NAMES,
-    format_tool_call,
-    parse_action,
-    parse_tool_call,
-    speaks_thought_action,
-    tools_system_prompt,
-)
 from agentrefine_lg.convert import format_assistant, system_prompt
 from agentrefine_lg.env import StepResult, TextEnv
 from agentrefine_lg.errors import InputError
@@ -75,6 +67,7 @@ from agentrefine_lg.refine_feedback import (
     TRACE_CHECK,
     Critic,
     CriticVerdict,
+    RefineOptions,
     TraceSink,
     aappend_trace,
     aask_critic,
@@ -85,13 +78,20 @@ from agentrefine_lg.refine_feedback import (
     jsonable,
     judge,
     model_name,
-    structured_critic,
     thought_of,
     tool_failure,
     tools_script,
     write_event,
 )
 from agentrefine_lg.schema import ERROR_FLAGS, ActionSpec, RefinementSample, Script, Trajectory, Turn
+from agentrefine_lg.serving.chat_model import (
+    FINISH_NAMES,
+    format_tool_call,
+    parse_action,
+    parse_tool_call,
+    speaks_thought_action,
+    tools_system_prompt,
+)
 
 MAX_STEPS = 30
 """Model replies per episode by default: AgentBoard's budget, which the paper evaluates with (docs/method.md §6)."""
@@ -192,23 +192,15 @@ class RefineNodes:
         self,
         model: BaseChatModel | Runnable,
         *,
+        options: RefineOptions = RefineOptions(),
         tools: Sequence[BaseTool] = (),
         env: TextEnv | None = None,
-        action_specs: Script | Mapping[str, ActionSpec | dict] | None = None,
-        critic: Critic | None = None,
-        max_retries: int | None = 3,
         max_steps: int = MAX_STEPS,
-        trace_sink: TraceSink | None = None,
-        rule_check: bool | None = None,
-        feedback_to_model: bool = True,
         teacher: str | None = None,
         text_protocol: bool | None = None,
         name: str = "refine_agent",
     ):
-        self.env, self.tools = env, list(tools)
-        self.action_specs, self.critic = action_specs, critic
-        self.max_retries, self.max_steps = max_retries, max_steps
-        self.trace_sink, self.rule_check, self.feedback_to_model = trace_sink, rule_check, feedback_to_model
+        self.env, self.tools, self.options, self.max_steps = env, list(tools), options, max_steps
         self.teacher = teacher or model_name(model)
         self.name = name
         self.tool_names = {t.name for t in self.tools}
@@ -219,7 +211,7 @@ class RefineNodes:
         self.text_protocol = speaks_thought_action(model) if text_protocol is None else bool(text_protocol)
         self.tool_calling = env is None and (_binds_tools(model) or not self.text_protocol)
         self.model = _with_tools(model, self.tools) if self.tool_calling and not self.text_protocol else model
-        self.structured_critic = structured_critic(critic)
+        self.structured_critic = options.structured_critic  # bound once
 
     # -- start ---------------------------------------------------------------------------------------
 
@@ -434,18 +426,18 @@ class RefineNodes:
 
     def _critic_step(self, state: RefineState) -> dict[str, Any] | None:
         item, result = state["refine_queue"][0], state["refine_result"]
-        if self.critic is None or result.get("format_error"):
+        if self.options.critic is None or result.get("format_error"):
             return None
         return critic_step(Script.model_validate(state["refine_script"]), item, result)
 
     def feedback(self, state: RefineState, config: RunnableConfig) -> Command:
         step = self._critic_step(state)
-        verdict = ask_critic(self.critic, self.structured_critic, step, config) if step is not None else None
+        verdict = ask_critic(self.options.critic, self.structured_critic, step, config) if step is not None else None
         return self._judge(state, verdict)
 
     async def afeedback(self, state: RefineState, config: RunnableConfig) -> Command:
         step = self._critic_step(state)
-        verdict = await aask_critic(self.critic, self.structured_critic, step, config) if step is not None else None
+        verdict = await aask_critic(self.options.critic, self.structured_critic, step, config) if step is not None else None
         return self._judge(state, verdict)
 
     def _judge(self, state: RefineState, verdict: CriticVerdict | None) -> Command:
@@ -454,8 +446,8 @@ class RefineNodes:
         item, result = queue.pop(0), state["refine_result"]
         env = self.env
         verdict_ = judge(item, result, script=Script.model_validate(state["refine_script"]),
-                         action_specs=self.action_specs, engine=env is not None, rule_check=self.rule_check,
-                         verdict=verdict, feedback_to_model=self.feedback_to_model)
+                         action_specs=self.options.action_specs, engine=env is not None, rule_check=self.options.rule_check,
+                         verdict=verdict, feedback_to_model=self.options.feedback_to_model)
         flags, observation, done = verdict_.flags, verdict_.observation, verdict_.done
         format_error, invalid, erroneous = verdict_.format_error, verdict_.invalid, verdict_.erroneous
         step = state.get("refine_step", 0)
@@ -492,7 +484,7 @@ class RefineNodes:
         if (result.get("info") or {}).get("episode_over"):
             # The engine ended the episode without success (e.g. a lost game): no further step can help.
             return Command(update={**update, "refine_stop_reason": "episode_over"}, goto="finish")
-        if erroneous and self.max_retries is not None and retries > self.max_retries:
+        if erroneous and self.options.max_retries is not None and retries > self.options.max_retries:
             return Command(update={**update, "refine_stop_reason": "max_retries"}, goto="finish")
         if queue:  # the rest of a parallel batch, in order, each with its own feedback
             return Command(update=update, goto="execute")
@@ -542,14 +534,14 @@ class RefineNodes:
 
     def finish(self, state: RefineState) -> dict[str, Any]:
         sample = self._sample(state)
-        if sample is not None and self.trace_sink is not None:
-            append_trace(self.trace_sink, sample)
+        if sample is not None and self.options.trace_sink is not None:
+            append_trace(self.options.trace_sink, sample)
         return self._outcome(state, sample)
 
     async def afinish(self, state: RefineState) -> dict[str, Any]:
         sample = self._sample(state)
-        if sample is not None and self.trace_sink is not None:
-            await aappend_trace(self.trace_sink, sample)
+        if sample is not None and self.options.trace_sink is not None:
+            await aappend_trace(self.options.trace_sink, sample)
         return self._outcome(state, sample)
 
 
@@ -588,7 +580,7 @@ def create_refine_agent(
     but ``max_steps``, the number of model replies). ``feedback_to_model``: append the rule check / critic
     feedback to the observation. ``model_retry``: retry policy for transient model errors (default 3
     attempts on connection errors, timeouts, 429, 5xx). ``text_protocol``: the model answers ``Thought/Action``
-    text (default: only our tuned models do, :func:`~agentrefine_lg.chat_model.speaks_thought_action`); any
+    text (default: only our tuned models do, :func:`~agentrefine_lg.serving.chat_model.speaks_thought_action`); any
     other model is a tool-calling model — the tools are bound to it if they are not, and its reply without a
     tool call is its final answer (so is any such reply once it has called a tool). ``state_schema`` (extending :class:`RefineState`) and
     ``context_schema`` as in langgraph-supervisor: tools see them through ``InjectedState`` / ``ToolRuntime``.
@@ -602,10 +594,10 @@ def create_refine_agent(
         raise InputError("tools is empty", field="tools")
     if state_schema is not None:
         check_state_schema(state_schema, RefineState, "create_refine_agent")
-    nodes = RefineNodes(model, tools=tool_list, env=env, action_specs=action_specs, critic=critic,
-                        max_retries=max_retries, max_steps=max_steps, trace_sink=trace_sink, rule_check=rule_check,
-                        feedback_to_model=feedback_to_model, teacher=teacher, text_protocol=text_protocol,
-                        name=name)
+    options = RefineOptions(critic=critic, max_retries=max_retries, trace_sink=trace_sink, action_specs=action_specs,
+                            rule_check=rule_check, feedback_to_model=feedback_to_model)
+    nodes = RefineNodes(model, options=options, tools=tool_list, env=env, max_steps=max_steps, teacher=teacher,
+                        text_protocol=text_protocol, name=name)
 
     def node(sync: Callable, asynchronous: Callable, label: str) -> Runnable:
         return RunnableLambda(sync, afunc=asynchronous, name=label)

@@ -36,9 +36,10 @@ from langgraph.prebuilt.tool_node import ToolInvocationError
 from pydantic import BaseModel, Field
 
 from agentrefine_lg import prompts
-from agentrefine_lg.agent_format import parse_action, system_prompt
+from agentrefine_lg.agent_format import parse_action, system_prompt, tool_schema
 from agentrefine_lg.checks import match_action
 from agentrefine_lg.convert import sample_from_trajectory
+from agentrefine_lg.errors import InputError
 from agentrefine_lg.failures import is_fatal_error
 from agentrefine_lg.jsonl import append_jsonl
 from agentrefine_lg.schema import ERROR_FLAGS, ActionSpec, RefinementSample, Script, Trajectory
@@ -60,6 +61,29 @@ class CriticVerdict(BaseModel):
 
 
 Critic = BaseChatModel | Callable[[dict[str, Any]], "CriticVerdict | Mapping[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """How the refinement loop judges a step and when it gives up: the one list of these options, read by the
+    refine agent's nodes (:func:`~agentrefine_lg.refine_agent.create_refine_agent`) and by
+    :class:`~agentrefine_lg.refine_middleware.RefineMiddleware`, whose keyword arguments fill it."""
+
+    critic: Critic | None = None
+    max_retries: int | None = 3  # erroneous steps in a row allowed before giving up; None: no limit
+    trace_sink: TraceSink | None = None
+    action_specs: Script | Mapping[str, ActionSpec | dict] | None = None
+    rule_check: bool | None = None  # None: an engine's verdict decides, the rules explain; True: strict
+    feedback_to_model: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_retries is not None and self.max_retries < 0:
+            raise InputError(f"max_retries must be >= 0 or None, got {self.max_retries}", field="max_retries")
+
+    @property
+    def structured_critic(self) -> Any:
+        """The critic bound to :class:`CriticVerdict` structured output (a chat model), else None."""
+        return structured_critic(self.critic)
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
@@ -161,8 +185,6 @@ def _tool_entry(tool: Any) -> tuple[str, str]:
     if isinstance(tool, BaseTool):
         name, description = tool.name, tool.description or ""
     else:  # a schema dict or a function, as create_agent's model request carries them
-        from agentrefine_lg.agent_format import tool_schema
-
         schema = tool_schema(tool)
         name, description = schema["name"], schema.get("description") or ""
     return name, (description.strip().splitlines() or [""])[0]
@@ -347,6 +369,7 @@ def episode_sample(script: Script, turns: Sequence[Mapping[str, Any]], *, system
 
 
 __all__ = [
+    "RefineOptions",
     "TRACE_CHECK",
     "Critic",
     "CriticVerdict",

@@ -38,12 +38,11 @@ from langgraph.types import Command
 
 from agentrefine_lg import prompts
 from agentrefine_lg.agent_format import content_text, tool_schema, tools_system_prompt
-from agentrefine_lg.chat_model import format_tool_call
-from agentrefine_lg.errors import InputError
 from agentrefine_lg.refine_feedback import (
     Critic,
     CriticVerdict,
     Judgement,
+    RefineOptions,
     TraceSink,
     aappend_trace,
     aask_critic,
@@ -55,13 +54,13 @@ from agentrefine_lg.refine_feedback import (
     model_name,
     repeated_call,
     repeated_result,
-    structured_critic,
     thought_of,
     tool_failure,
     tools_script,
     write_event,
 )
 from agentrefine_lg.schema import ERROR_FLAGS, ActionSpec, RefinementSample, Script, Turn
+from agentrefine_lg.serving.chat_model import format_tool_call
 
 # ToolNode answers invalid arguments with this text (langgraph-prebuilt's template, up to its first field).
 _INVALID_ARGUMENTS = TOOL_INVOCATION_ERROR_TEMPLATE.split("{", 1)[0]
@@ -211,12 +210,11 @@ class RefineMiddleware(AgentMiddleware[RefineMiddlewareState, Any]):
         agent_name: str | None = None,
     ) -> None:
         super().__init__()
-        if max_retries is not None and max_retries < 0:
-            raise InputError(f"max_retries must be >= 0 or None, got {max_retries}", field="max_retries")
-        self.critic, self.structured_critic = critic, structured_critic(critic)
-        self.max_retries, self.trace_sink = max_retries, trace_sink
-        self.action_specs, self.rule_check = action_specs, rule_check
-        self.feedback_to_model, self.repeat_check = feedback_to_model, repeat_check
+        self.options = RefineOptions(critic=critic, max_retries=max_retries, trace_sink=trace_sink,
+                                     action_specs=action_specs, rule_check=rule_check,
+                                     feedback_to_model=feedback_to_model)
+        self.structured_critic = self.options.structured_critic  # bound once
+        self.repeat_check = repeat_check
         self.agent_name = agent_name
         self.tools = []  # adds no tools of its own
 
@@ -237,10 +235,10 @@ class RefineMiddleware(AgentMiddleware[RefineMiddlewareState, Any]):
         return self._record(request, await handler(request))
 
     def _stop(self, state: RefineMiddlewareState) -> dict[str, Any] | None:
-        if self.max_retries is None:
+        if self.options.max_retries is None:
             return None
         episode = _episode(state["messages"])
-        if _erroneous_in_a_row(episode) <= self.max_retries:
+        if _erroneous_in_a_row(episode) <= self.options.max_retries:
             return None
         steps = sum(1 for m in episode if isinstance(m, AIMessage))
         closing = AIMessage(prompts.REFINE_STOPPED.format(reason="max_retries", steps=steps), name=self.agent_name,
@@ -284,14 +282,14 @@ class RefineMiddleware(AgentMiddleware[RefineMiddlewareState, Any]):
                 "action": format_tool_call(call["name"], dict(call.get("args") or {}))}
         tools = (request.state or {}).get("refine_tools") or ([request.tool] if request.tool is not None else [])
         script = tools_script(tools, _task(episode), names=[call["name"]])
-        step = critic_step(script, item, result) if self.critic is not None else None
+        step = critic_step(script, item, result) if self.options.critic is not None else None
         return item, script, step
 
     def _answer(self, request: ToolCallRequest, output: ToolMessage | None, item: dict[str, Any], script: Script,
                 result: dict[str, Any], verdict: CriticVerdict | None) -> ToolMessage:
-        judgement: Judgement = judge(item, result, script=script, action_specs=self.action_specs,
-                                     rule_check=self.rule_check, verdict=verdict,
-                                     feedback_to_model=self.feedback_to_model)
+        judgement: Judgement = judge(item, result, script=script, action_specs=self.options.action_specs,
+                                     rule_check=self.options.rule_check, verdict=verdict,
+                                     feedback_to_model=self.options.feedback_to_model)
         meta = {"flags": [f for f in ERROR_FLAGS if judgement.flags[f]], "invalid": judgement.invalid}
         if output is not None and not judgement.erroneous:
             # Unchanged for the model (its content may be blocks or an artifact); the verdict rides along.
@@ -317,7 +315,7 @@ class RefineMiddleware(AgentMiddleware[RefineMiddlewareState, Any]):
                     return output  # a Command (a handoff, a state update): not the DM's to judge
                 result = self._result(request, output)
         item, script, step = self._step(request, episode, result)
-        verdict = ask_critic(self.critic, self.structured_critic, step) if step is not None else None
+        verdict = ask_critic(self.options.critic, self.structured_critic, step) if step is not None else None
         return self._answer(request, output, item, script, result, verdict)
 
     async def awrap_tool_call(
@@ -335,7 +333,7 @@ class RefineMiddleware(AgentMiddleware[RefineMiddlewareState, Any]):
                     return output
                 result = self._result(request, output)
         item, script, step = self._step(request, episode, result)
-        verdict = await aask_critic(self.critic, self.structured_critic, step) if step is not None else None
+        verdict = await aask_critic(self.options.critic, self.structured_critic, step) if step is not None else None
         return self._answer(request, output, item, script, result, verdict)
 
     # -- the trace -------------------------------------------------------------------------------------
@@ -360,14 +358,14 @@ class RefineMiddleware(AgentMiddleware[RefineMiddlewareState, Any]):
 
     def after_agent(self, state: RefineMiddlewareState, runtime: Runtime) -> dict[str, Any] | None:
         sample = self._sample(state)
-        if sample is not None and self.trace_sink is not None:
-            append_trace(self.trace_sink, sample)
+        if sample is not None and self.options.trace_sink is not None:
+            append_trace(self.options.trace_sink, sample)
         return self._written(sample)
 
     async def aafter_agent(self, state: RefineMiddlewareState, runtime: Runtime) -> dict[str, Any] | None:
         sample = self._sample(state)
-        if sample is not None and self.trace_sink is not None:
-            await aappend_trace(self.trace_sink, sample)
+        if sample is not None and self.options.trace_sink is not None:
+            await aappend_trace(self.options.trace_sink, sample)
         return self._written(sample)
 
 

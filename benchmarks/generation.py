@@ -3,7 +3,7 @@
     python benchmarks/generation.py [--model DIR] [--prompt-tokens 1800] [--new-tokens 48] [--threads 1,2] [--busy]
 
 For each torch thread count: tokens/s of ``model.generate`` (greedy, what the CPU server runs), of the in-process
-model's engine (``agentrefine_lg.local_model``: its own decoding loop with a cache grown in place, one request, no
+model's engine (``agentrefine_lg.serving.local_model``: its own decoding loop with a cache grown in place, one request, no
 cached prefix) and of a bare loop (one forward pass over the prompt, then one forward per new token with the KV
 cache, argmax), and their ratios to the bare loop. ``--busy`` runs the same measurements beside a process that keeps one core busy (as the harness
 and the engines do during an evaluation), to show what thread oversubscription costs. Prints the machine's load.

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def measure(model_dir: str, batching: bool, max_tokens: int, rounds: int) -> dict[int, float]:
     import httpx
 
-    from agentrefine_lg.serve import start_server
+    from agentrefine_lg.serving.server import start_server
 
     with start_server(model_dir, backend="transformers", api_key="bench", batching=batching) as server:
         body = {"model": server.model_name, "max_tokens": max_tokens, "temperature": 0,

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 
 import openai
 
-from agentrefine_lg.chat_model import chat_model, parse_action
+from agentrefine_lg.serving.chat_model import chat_model, parse_action
 
 MESSAGES = [
     {"role": "system", "content": "You are an agent in a text world. Answer with Thought: ... then Action: ..."},
@@ -75,7 +75,7 @@ def main() -> None:
         if args.base_url:
             base_url, name, key = args.base_url, args.model, args.api_key
         else:
-            from agentrefine_lg.serve import start_server
+            from agentrefine_lg.serving.server import start_server
             from training.tiny import build_tiny_model
 
             server = stack.enter_context(start_server(build_tiny_model(stack.enter_context(tempfile.TemporaryDirectory()))))

@@ -119,9 +119,9 @@ async def throughput(base_url: str, latency: float, concurrency: int, n: int, sh
     import openai
     from langchain_openai import ChatOpenAI
 
-    from agentrefine_lg.llm_roles import llm_teacher
-    from agentrefine_lg.runner import in_shard, run_synthesis
-    from agentrefine_lg.synthesis import create_synthesis_graph
+    from agentrefine_lg.synthesis.graphs import create_synthesis_graph
+    from agentrefine_lg.synthesis.llm_roles import llm_teacher
+    from agentrefine_lg.synthesis.runner import in_shard, run_synthesis
 
     # A client of this run's event loop: langchain-openai's cached default client belongs to the first loop
     # that used it, and each concurrency level here is its own asyncio.run.
@@ -197,7 +197,7 @@ class _Instant:
 
 
 async def graph_overhead(n: int) -> dict:
-    from agentrefine_lg.synthesis import create_synthesis_graph
+    from agentrefine_lg.synthesis.graphs import create_synthesis_graph
 
     teacher = _Instant()
     graph = create_synthesis_graph(teacher, teacher).compile()

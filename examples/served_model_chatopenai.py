@@ -17,7 +17,7 @@ from langchain.agents import create_agent
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
-from agentrefine_lg.chat_model import chat_model, parse_action
+from agentrefine_lg.serving.chat_model import chat_model, parse_action
 
 MESSAGES = [
     ("system", "You are an agent in a text world. Answer with Thought: ... then Action: ..."),
@@ -37,7 +37,7 @@ def main() -> None:
             base_url, name, key = (os.environ["AGENTREFINE_BASE_URL"], os.environ.get("AGENTREFINE_MODEL", "agentrefine"),
                                    os.environ.get("AGENTREFINE_API_KEY", "EMPTY"))
         else:
-            from agentrefine_lg.serve import start_server
+            from agentrefine_lg.serving.server import start_server
             from training.tiny import build_tiny_model
 
             model_dir = build_tiny_model(stack.enter_context(tempfile.TemporaryDirectory()))

@@ -21,8 +21,8 @@ from typing import Any
 
 from langchain_core.tools import BaseTool, tool
 
-from agentrefine_lg.chat_model import chat_model
 from agentrefine_lg.refine_agent import create_refine_agent
+from agentrefine_lg.serving.chat_model import chat_model
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,

@@ -8,7 +8,7 @@ The teacher comes from environment variables (``langgraph.json``'s ``env`` sets 
   OpenAI-compatible server such as vLLM. (``AGENTREFINE_BASE_URL`` / ``_MODEL`` / ``_API_KEY`` name the served
   *tuned* model of the ``refine_agent`` graph: both graphs run side by side in one ``langgraph dev``.)
 - ``AGENTREFINE_MODE``: ``one_shot`` (the paper; LLM default) or ``interactive`` (grounded default);
-- ``AGENTREFINE_SETTINGS``: JSON of :class:`agentrefine_lg.synthesis.SynthesisSettings` overrides,
+- ``AGENTREFINE_SETTINGS``: JSON of :class:`agentrefine_lg.synthesis.graphs.SynthesisSettings` overrides,
   e.g. ``{"min_pairs": 3}``; ``AGENTREFINE_CACHE_DIR``: the grounded teacher's world cache.
 
 Inputs: ``{"synth_persona": "..."}`` (``graph``, ``script_graph``) or ``{"synth_script": {...}}``
@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 import os
 
-from agentrefine_lg.synthesis import (
+from agentrefine_lg.synthesis.graphs import (
     SynthesisSettings,
     create_script_graph,
     create_synthesis_graph,
     create_trajectory_graph,
     recursion_limit,
 )
-from agentrefine_lg.teachers import build_teacher
+from agentrefine_lg.synthesis.teachers import build_teacher
 
 
 def _settings() -> SynthesisSettings:

@@ -12,7 +12,7 @@ JSON into the schema: a pydantic model, a TypedDict/JSON-schema dict, or ``inclu
 of responses raises ``AssertionError`` naming the call, so a test that loops too long fails clearly.
 
 ``TunedScriptedModel`` is the same model speaking tool calls through the ``Thought/Action`` format
-(:class:`agentrefine_lg.chat_model.TunedFormatMixin`): what ``chat_model()`` does, without a server.
+(:class:`agentrefine_lg.serving.chat_model.TunedFormatMixin`): what ``chat_model()`` does, without a server.
 
 ``SelfBindingChatModel`` is LangGraph's own testing pattern (its test fakes): ``bind_tools`` records the tools
 and returns the model itself, so no ``RunnableBinding`` carries them.
@@ -33,7 +33,7 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field, PrivateAttr
 
-from agentrefine_lg.chat_model import TunedFormatMixin
+from agentrefine_lg.serving.chat_model import TunedFormatMixin
 
 
 class ScriptedChatModel(GenericFakeChatModel):

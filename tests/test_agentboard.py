@@ -24,6 +24,7 @@ from agentboard_fixtures import (
 
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.eval import agentboard as ab
+from agentrefine_lg.eval.agentboard_envs import make_env
 from agentrefine_lg.eval.agentboard_progress import (
     GoalLiteralProgress,
     PatternRewardProgress,
@@ -166,7 +167,7 @@ def test_pddl_files_may_come_from_an_agentboard_checkout(tmp_path: Path):
 
 def test_pddl_transcript_scores_as_agentboard(tmp_path: Path):
     write_pddl(tmp_path)
-    env = ab.make_env("pddl", 0, tmp_path)  # b2 on b1 on the table, b3 on the table; goal: b1 on b3, b2 on b1
+    env = make_env("pddl", 0, tmp_path)  # b2 on b1 on the table, b3 on the table; goal: b1 on b3, b2 on b1
     obs = env.reset()
     assert "on b1 b3" in obs and "on b2 b1." in obs
     transcript = [
@@ -189,7 +190,7 @@ def test_pddl_transcript_scores_as_agentboard(tmp_path: Path):
 
 def test_babyai_transcript_scores_as_agentboard(tmp_path: Path):
     write_babyai(tmp_path)
-    env = ab.make_env("babyai", 0, tmp_path)  # GoToRedBallGrey, seed 1234
+    env = make_env("babyai", 0, tmp_path)  # GoToRedBallGrey, seed 1234
     env.reset()
     assert env.goal == "go to the red ball"
     steps = [
@@ -209,7 +210,7 @@ def test_babyai_transcript_scores_as_agentboard(tmp_path: Path):
 def test_babyai_minigrid_success_with_low_reward_is_not_done(tmp_path: Path):
     # babyai_env.py: a finished mission with reward <= 0.5 does not count as done
     write_babyai(tmp_path, subgoals=["grey box 1 1 steps in front of you", "never seen", "never either"])
-    env = ab.make_env("babyai", 0, tmp_path)
+    env = make_env("babyai", 0, tmp_path)
     env.reset()
     for action in ("turn left", "move forward", "move forward"):
         env.step(action)
@@ -221,7 +222,7 @@ def test_babyai_minigrid_success_with_low_reward_is_not_done(tmp_path: Path):
 
 def test_babyai_high_level_actions_follow_a_path(tmp_path: Path):
     write_babyai(tmp_path, n=4)
-    env = ab.make_env("babyai", 3, tmp_path)  # seed 1237: the red ball 2 steps straight ahead
+    env = make_env("babyai", 3, tmp_path)  # seed 1237: the red ball 2 steps straight ahead
     obs = env.reset()
     assert "There is a red ball 1 right in front of you 2 steps away." in obs
     assert "go to red ball 1" in env.valid_actions() and "pickup red ball 1" in env.valid_actions()
@@ -237,7 +238,7 @@ def z_machine_game(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_jericho_transcript_on_a_story_file(tmp_path: Path, z_machine_game: Path):
     write_jericho(tmp_path, z_machine_game)
-    env = ab.make_env("jericho", 0, tmp_path)
+    env = make_env("jericho", 0, tmp_path)
     assert env.name == "agentboard/jericho/905"
     assert "Kitchen" in env.reset()
     r = env.step("check valid actions")
@@ -251,7 +252,7 @@ def test_jericho_transcript_on_a_story_file(tmp_path: Path, z_machine_game: Path
 
 def test_alfworld_transcript_on_a_game_file(tmp_path: Path):
     write_alfworld(tmp_path, subgoals=[r"arrive at countertop \d", r"You pick up the spraybottle"])
-    env = ab.make_env("alfworld", 0, tmp_path)
+    env = make_env("alfworld", 0, tmp_path)
     assert env.reset().startswith("You are in the middle of a room.")
     assert env.goal == "put a spraybottle in cabinet."
     transcript = [
@@ -272,7 +273,7 @@ def test_alfworld_transcript_on_a_game_file(tmp_path: Path):
 @pytest.mark.java
 def test_sciworld_transcript_and_done_by_subgoals(tmp_path: Path):
     write_sciworld(tmp_path, subgoals=["greenhouse", "You focus on"])
-    env = ab.make_env("sciworld", 0, tmp_path)
+    env = make_env("sciworld", 0, tmp_path)
     try:
         first = env.reset()
         assert "hallway" in first and "In your inventory" in first

@@ -9,7 +9,8 @@ from fake_models import tuned
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import ToolException, tool
 
-from agentrefine_lg.chat_model import (
+from agentrefine_lg.errors import InputError
+from agentrefine_lg.serving.chat_model import (
     DEFAULT_STOP,
     chat_model,
     format_tool_call,
@@ -17,7 +18,6 @@ from agentrefine_lg.chat_model import (
     parse_tool_call,
     to_tuned_messages,
 )
-from agentrefine_lg.errors import InputError
 
 # ---------------------------------------------------------------------------------------------- parse_action
 

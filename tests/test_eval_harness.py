@@ -318,7 +318,7 @@ def test_a_task_with_few_distinct_episodes_is_not_padded_with_repeats(tmp_path, 
 @pytest.fixture(scope="module")
 def served_tiny(tmp_path_factory):
     pytest.importorskip("transformers")
-    from agentrefine_lg import serve
+    from agentrefine_lg.serving import server as serve
     from training.tiny import build_tiny_model
 
     path = build_tiny_model(tmp_path_factory.mktemp("tiny"))
@@ -392,7 +392,7 @@ def test_a_local_model_folder_is_evaluated_in_process_without_a_server(tmp_path)
 def test_concurrent_episodes_of_a_local_model_run_in_threads_sharing_one_batched_copy(tmp_path, monkeypatch):
     import concurrent.futures as cf
 
-    from agentrefine_lg import local_model
+    from agentrefine_lg.serving import local_model
     from training.tiny import build_tiny_model
 
     folder = str(build_tiny_model(tmp_path / "tiny"))

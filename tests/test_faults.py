@@ -23,9 +23,9 @@ from agentrefine_lg.cli import main as cli
 from agentrefine_lg.convert import MAX_DEPTH, iter_records
 from agentrefine_lg.errors import AgentRefineError, InputError
 from agentrefine_lg.outputs import lock_output_dir
-from agentrefine_lg.runner import run_synthesis
 from agentrefine_lg.schema import Persona
-from agentrefine_lg.synthesis import create_synthesis_graph
+from agentrefine_lg.synthesis.graphs import create_synthesis_graph
+from agentrefine_lg.synthesis.runner import run_synthesis
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -90,7 +90,7 @@ def test_a_huge_line_is_refused_without_being_loaded(tmp_path, monkeypatch):
 
 
 def test_training_and_persona_readers_give_the_same_errors(tmp_path):
-    from agentrefine_lg.personas import load_personas
+    from agentrefine_lg.synthesis.personas import load_personas
     from training.data import read_samples as train_samples
 
     for name in ("latin1.jsonl", "surrogate.jsonl", "deep_object.jsonl"):
@@ -420,7 +420,7 @@ def test_fresh_cache_worlds_are_safe_at_any_concurrency(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     pytest.importorskip("textworld")
-    from agentrefine_lg.grounded.engine import (
+    from agentrefine_lg.synthesis.grounded.engine import (
         TextWorldSession,
         generate_game,
         load_game_info,
@@ -526,7 +526,7 @@ def test_eval_stores_replies_capped(tmp_path):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("transformers")
-    from agentrefine_lg import serve
+    from agentrefine_lg.serving import server as serve
     from training.tiny import build_tiny_model
 
     model = build_tiny_model(tmp_path_factory.mktemp("tiny"))

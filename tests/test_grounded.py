@@ -13,10 +13,11 @@ import pytest
 
 pytest.importorskip("textworld")
 
-from agentrefine_lg import roles
 from agentrefine_lg.checks import check_script, check_trajectory, compile_verification, match_action
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.grounded import (
+from agentrefine_lg.schema import Script, Trajectory, Turn
+from agentrefine_lg.synthesis import roles
+from agentrefine_lg.synthesis.grounded import (
     GROUNDING_KEY,
     GameSpec,
     GroundedDM,
@@ -31,8 +32,7 @@ from agentrefine_lg.grounded import (
     synthesize_grounded,
     verification_regex,
 )
-from agentrefine_lg.grounded.player import cite
-from agentrefine_lg.schema import Script, Trajectory, Turn
+from agentrefine_lg.synthesis.grounded.player import cite
 
 # Chosen so the three games are small and of three kinds (custom quest, cooking, treasure hunter).
 PERSONAS = {
@@ -140,7 +140,7 @@ def test_games_with_names_the_parser_confuses_are_refused(scripts, worlds):
     """'box' and 'limited edition box' in one room make the parser ask back instead of acting."""
     import textworld
 
-    from agentrefine_lg.grounded.engine import ambiguous_names
+    from agentrefine_lg.synthesis.grounded.engine import ambiguous_names
 
     game = textworld.Game.load(str(_game_file(worlds, scripts["custom"]).with_suffix(".json")))
     assert ambiguous_names(game) is None

@@ -34,7 +34,7 @@ import agentrefine_lg
 from agentrefine_lg import RefineState, create_refine_agent, create_synthesis_graph
 from agentrefine_lg.commands.check import check_file
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.synthesis import recursion_limit
+from agentrefine_lg.synthesis.graphs import recursion_limit
 
 ROOT = Path(__file__).resolve().parents[1]
 

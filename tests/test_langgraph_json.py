@@ -54,7 +54,7 @@ def test_interactive_mode_from_env(monkeypatch):
 
 
 def test_default_is_the_grounded_teacher(monkeypatch, tmp_path):
-    pytest.importorskip("agentrefine_lg.grounded")
+    pytest.importorskip("agentrefine_lg.synthesis.grounded")
     module = _load_graphs(monkeypatch, AGENTREFINE_TEACHER="grounded", AGENTREFINE_CACHE_DIR=str(tmp_path))
     assert module.teacher.grounded and module.teacher.mode == "interactive"
     assert module.settings.max_turns == 160

@@ -15,7 +15,8 @@ from fake_synthesis_models import (
     trajectory_fixture,
 )
 
-from agentrefine_lg.llm_roles import (
+from agentrefine_lg.schema import Script, Turn
+from agentrefine_lg.synthesis.llm_roles import (
     LLMDM,
     LLMPlayer,
     LLMScriptWriter,
@@ -27,7 +28,6 @@ from agentrefine_lg.llm_roles import (
     llm_teacher,
     parse_player_reply,
 )
-from agentrefine_lg.schema import Script, Turn
 
 PERSONA = "A beekeeper with forty hives who tracks honey yields by hand."
 

@@ -1,4 +1,4 @@
-"""Specification of the in-process chat model (``agentrefine_lg.local_model``): greedy replies equal to
+"""Specification of the in-process chat model (``agentrefine_lg.serving.local_model``): greedy replies equal to
 ``generate`` alone, whether a call runs alone, beside others (continuous batching) or reuses the KV cache of its
 conversation's earlier turns (prefix caching); a bad request fails alone."""
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from agentrefine_lg import local_model
+from agentrefine_lg.serving import local_model
 from training.tiny import build_tiny_model
 
 

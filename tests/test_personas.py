@@ -7,8 +7,8 @@ import json
 import pytest
 
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.personas import builtin_personas, load_personas
 from agentrefine_lg.schema import persona_id
+from agentrefine_lg.synthesis.personas import builtin_personas, load_personas
 
 
 def test_builtin_list_has_at_least_200_distinct_personas():

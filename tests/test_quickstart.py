@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from agentrefine_lg.commands.quickstart import cli_add_arguments
-from agentrefine_lg.errors import AgentRefineError
-from agentrefine_lg.quickstart import (
+from agentrefine_lg.commands.quickstart import (
     Stages,
     build_plan,
     check_figure,
+    cli_add_arguments,
     eval_figure,
     show,
     synth_figure,
     train_figure,
     write_report,
 )
+from agentrefine_lg.errors import AgentRefineError
 
 
 def plan_for(*argv: str):

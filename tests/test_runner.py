@@ -16,7 +16,9 @@ import pytest
 from fake_synthesis_models import FakeOpenAIServer, FixtureTeacher
 
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.runner import (
+from agentrefine_lg.schema import Persona
+from agentrefine_lg.synthesis.graphs import create_synthesis_graph
+from agentrefine_lg.synthesis.runner import (
     cost_of,
     in_shard,
     merge_shards,
@@ -24,8 +26,6 @@ from agentrefine_lg.runner import (
     price_of,
     run_synthesis,
 )
-from agentrefine_lg.schema import Persona
-from agentrefine_lg.synthesis import create_synthesis_graph
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -183,7 +183,7 @@ def test_kill_9_and_resume_gives_exactly_n_unique_samples(tmp_path):
 
 
 def test_summary_gives_engine_roles_one_line_not_a_zero_line_each():
-    from agentrefine_lg.runner import format_summary, summarize
+    from agentrefine_lg.synthesis.runner import format_summary, summarize
 
     ledger = [{"persona_id": "p1", "status": "accepted", "attempts": {}, "usage": {
         "grounded-writer": {"calls": 0}, "grounded-player": {"calls": 0},

@@ -17,9 +17,9 @@ import openai
 import pytest
 from langchain_openai import ChatOpenAI
 
-from agentrefine_lg import serve
-from agentrefine_lg.chat_model import chat_model
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.serving import server as serve
+from agentrefine_lg.serving.chat_model import chat_model
 
 MESSAGES = [{"role": "system", "content": "You are an agent."}, {"role": "user", "content": "You are in a room."}]
 
@@ -269,7 +269,7 @@ def test_cpu_batching_keeps_a_kv_cache_for_a_few_requests_not_the_machines_memor
     """transformers sizes its paged cache to 90 % of free device memory: on a CPU, the whole RAM (14 GB once)."""
     from transformers import AutoConfig
 
-    from agentrefine_lg.serve import BATCH_SEQUENCES, ServeLimits, _cpu_batching_config
+    from agentrefine_lg.serving.server import BATCH_SEQUENCES, ServeLimits, _cpu_batching_config
     from training.tiny import build_tiny_model
 
     folder = build_tiny_model(tmp_path / "tiny")

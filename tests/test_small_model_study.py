@@ -175,7 +175,7 @@ def test_world_generators_name_a_game_kind_and_its_settings(worlds_module):
 
 def test_world_rows_are_a_clean_and_a_refinement_row_of_the_same_checked_world(worlds_module, tmp_path):
     pytest.importorskip("textworld")
-    from agentrefine_lg.grounded import GroundedWorlds
+    from agentrefine_lg.synthesis.grounded import GroundedWorlds
 
     spec = worlds_module.world_spec("train", 1, ("custom",))
     worlds = GroundedWorlds(tmp_path / "games")

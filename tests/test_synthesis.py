@@ -19,14 +19,14 @@ from fake_synthesis_models import (
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
-from agentrefine_lg.llm_roles import MalformedOutputError
-from agentrefine_lg.synthesis import (
+from agentrefine_lg.synthesis.graphs import (
     SynthesisSettings,
     create_script_graph,
     create_synthesis_graph,
     create_trajectory_graph,
     recursion_limit,
 )
+from agentrefine_lg.synthesis.llm_roles import MalformedOutputError
 
 FAST = {"retry_initial_interval": 0.001, "retry_jitter": False}
 PERSONA = "A recent graduate joining the IT department and eager to learn UNIX administration."
@@ -390,7 +390,7 @@ def test_end_to_end_through_langchain_openai_retries_429_and_500():
     """The real ChatOpenAI client against a local OpenAI-compatible server that first answers 429, then 500."""
     from langchain_openai import ChatOpenAI
 
-    from agentrefine_lg.llm_roles import llm_teacher
+    from agentrefine_lg.synthesis.llm_roles import llm_teacher
 
     with FakeOpenAIServer(failures=[429, 500]) as server:
         chat = ChatOpenAI(base_url=server.base_url, model="fake-teacher", api_key="test", max_retries=0, timeout=10)

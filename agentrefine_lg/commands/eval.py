@@ -19,6 +19,9 @@ from agentrefine_lg.eval.harness import (
     ModelSpec,
     run_eval,
 )
+from agentrefine_lg.eval.injection import injection_markdown
+from agentrefine_lg.eval.paper_table import comparison_markdown
+from agentrefine_lg.eval.report import diversity_markdown, markdown_table, robustness_markdown
 
 DEFAULTS = EvalSettings()
 CONCURRENT_EPISODES = 4
@@ -110,8 +113,6 @@ def cli_run(args: argparse.Namespace) -> int:
                        perturb=args.perturb, embeddings=False if args.no_embeddings else "auto",
                        preflight=not args.no_preflight, label=args.label, model_path=args.model_path,
                        agentboard_data=args.agentboard_data, inject=args.inject)
-    from agentrefine_lg.eval.report import diversity_markdown, markdown_table, robustness_markdown
-
     print(markdown_table(summary))
     print("\n" + diversity_markdown(summary.get("diversity") or {}))
     written = "episodes.jsonl, summary.json, summary.md, <task>.png"
@@ -119,12 +120,8 @@ def cli_run(args: argparse.Namespace) -> int:
         print("\n" + robustness_markdown(summary["robustness"], short=True))
         written += f", {ROBUSTNESS_MD}, {ROBUSTNESS_JSON}, {PERTURBED_DIR}/<scheme>/"
     if summary.get("injection"):
-        from agentrefine_lg.eval.injection import injection_markdown
-
         print("\n" + injection_markdown(summary["injection"]))
     if summary.get("paper_comparison"):
-        from agentrefine_lg.eval.paper_table import comparison_markdown
-
         print("\n" + comparison_markdown(summary))
     print(f"\nwritten to {args.out}/ ({written})")
     return 0

@@ -1,6 +1,6 @@
 """``agentrefine serve``: serve a tuned model (vLLM on a GPU, or the transformers backend on CPU).
 
-Argument parsing and printing only: the servers are :func:`agentrefine_lg.serve.start_server`.
+Argument parsing and printing only: the servers are :func:`agentrefine_lg.serving.server.start_server`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ import signal
 import sys
 
 from agentrefine_lg.errors import AgentRefineError
-from agentrefine_lg.serve import DEFAULT_MODEL_NAME, ServeLimits, resolve_vllm_bin, start_server, vllm_command
+from agentrefine_lg.serving.server import (
+    DEFAULT_MODEL_NAME,
+    ServeLimits,
+    resolve_vllm_bin,
+    start_server,
+    vllm_command,
+)
 
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """``agentrefine synthesize``: turn personas into verified refinement-tuning samples (resumable, sharded).
 
-Argument parsing and printing only: the run is :func:`agentrefine_lg.runner.run_synthesis`, the teacher
-:func:`agentrefine_lg.teachers.build_teacher`, the limits :class:`agentrefine_lg.synthesis.SynthesisSettings`
+Argument parsing and printing only: the run is :func:`agentrefine_lg.synthesis.runner.run_synthesis`, the teacher
+:func:`agentrefine_lg.synthesis.teachers.build_teacher`, the limits :class:`agentrefine_lg.synthesis.graphs.SynthesisSettings`
 (whose defaults the flags show).
 """
 
@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.personas import load_personas
-from agentrefine_lg.runner import (
+from agentrefine_lg.synthesis.graphs import SynthesisSettings, create_synthesis_graph, recursion_limit
+from agentrefine_lg.synthesis.personas import load_personas
+from agentrefine_lg.synthesis.runner import (
     MANIFEST,
     format_summary,
     merge_shards,
@@ -23,8 +24,7 @@ from agentrefine_lg.runner import (
     run_synthesis,
     write_json_atomic,
 )
-from agentrefine_lg.synthesis import SynthesisSettings, create_synthesis_graph, recursion_limit
-from agentrefine_lg.teachers import GROUNDED_MAX_TURNS, build_teacher
+from agentrefine_lg.synthesis.teachers import GROUNDED_MAX_TURNS, build_teacher
 
 DEFAULTS = SynthesisSettings()
 

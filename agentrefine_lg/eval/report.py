@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agentrefine_lg.eval.robustness import format_robustness
+
 
 def format_pct(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
@@ -192,8 +194,6 @@ def _noop_lines(block: Mapping[str, Any]) -> list[str]:
 
 def robustness_markdown(block: Mapping[str, Any], *, short: bool = False) -> str:
     """The robustness block (``harness.robustness_block``): the full report, or a short section for summary.md."""
-    from agentrefine_lg.eval.robustness import format_robustness
-
     report = block.get("report") or {}
     schemes = ", ".join(f"`{s}`" for s in block.get("schemes", []))
     if short:

@@ -31,7 +31,7 @@ from typing import Any
 
 from agentrefine_lg.env import StepResult, TextEnv
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.eval.base import normalize_action, template_regex
+from agentrefine_lg.eval.base import load_task, normalize_action, template_regex
 from agentrefine_lg.schema import ActionSpec, Script
 
 Rule = tuple[str, str]
@@ -303,8 +303,6 @@ class PerturbedEnv(TextEnv):
 def make_perturbed_env(task: str, episode: int, seed: int = 0, *, scheme: str, accept_original: bool = False,
                        **options: Any) -> PerturbedEnv:
     """Episode ``episode`` of a registered task, wrapped in :class:`PerturbedEnv` (for harness integration)."""
-    from agentrefine_lg.eval.base import load_task
-
     return PerturbedEnv(load_task(task).make_env(episode, seed, **options), scheme, accept_original=accept_original)
 
 

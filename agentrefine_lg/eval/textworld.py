@@ -3,7 +3,7 @@
 The episodes are the rows of a worlds file (JSONL, one ``{"script": ..., "split": ..., "kind": ...}`` per world,
 as the method study writes ``eval_worlds.jsonl``); episode ``i`` is row ``i`` (of the rows whose ``split`` is
 ``split``, when given). Each world is judged exactly as the grounded DM judges a teacher's Player
-(:class:`agentrefine_lg.grounded.TextWorldEnv`), so a model trained on grounded-teacher data meets the same
+(:class:`agentrefine_lg.synthesis.grounded.TextWorldEnv`), so a model trained on grounded-teacher data meets the same
 feedback, and the injected mistakes of :mod:`agentrefine_lg.eval.injection` are the teacher's own kinds.
 
 Options (``run_episode(..., options={...})``): ``worlds`` (the file; default ``$AGENTREFINE_EVAL_WORLDS``),
@@ -21,6 +21,7 @@ from typing import Any
 from agentrefine_lg.env import TextEnv
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.eval.base import TaskInfo, missing_modules
+from agentrefine_lg.schema import Script
 
 TASK = TaskInfo(
     name="textworld",
@@ -68,8 +69,7 @@ def load_worlds(path: str | os.PathLike, split: str | None = None) -> list[dict[
 def make_env(episode: int, seed: int = 0, *, worlds: str | os.PathLike | None = None, split: str | None = None,
              cache_dir: str | os.PathLike | None = None) -> TextEnv:
     """World ``episode`` of the file (wrapping around); ``seed`` does not change a world (they are fixed)."""
-    from agentrefine_lg.grounded import GroundedWorlds, TextWorldEnv
-    from agentrefine_lg.schema import Script
+    from agentrefine_lg.synthesis.grounded import GroundedWorlds, TextWorldEnv
 
     path = worlds or os.environ.get("AGENTREFINE_EVAL_WORLDS")
     if not path:

@@ -15,7 +15,7 @@ Stages (each skipped when its outputs are complete, so re-running resumes):
    ``--data`` and ``--no_mask``: ``bc`` (clean rows), ``refine`` (refinement rows, erroneous turns masked),
    ``refine_nomask`` (the same rows, erroneous turns trained: the paper's ablation), ``mix`` (both rows of every
    world: the refinement trajectories together with their clean steps); the same worlds and optimizer steps.
-4. ``eval <arm> s<seed>``: the tuned model in-process (``agentrefine_lg.local_model``, concurrent episodes batched
+4. ``eval <arm> s<seed>``: the tuned model in-process (``agentrefine_lg.serving.local_model``, concurrent episodes batched
    into one ``generate``) through the refine-agent graph on every evaluation world, once as is and once per
    injected mistake kind (``agentrefine_lg.eval.injection``: the agent's action at reply ``--inject-step`` is
    replaced by a mistake of that kind, the engine answers, the agent goes on).
@@ -423,7 +423,7 @@ def run_eval(cfg: StudyConfig, stage: Stage, log: Callable[[str], None]) -> None
     from agentrefine_lg.eval.injection import Injection
     from agentrefine_lg.eval.textworld import load_worlds
     from agentrefine_lg.jsonl import JsonlFile
-    from agentrefine_lg.local_model import release_local_model
+    from agentrefine_lg.serving.local_model import release_local_model
 
     assert stage.arm is not None and stage.seed is not None
     if cfg.threads:

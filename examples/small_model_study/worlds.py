@@ -83,7 +83,7 @@ class WorldPlan:
 def world_spec(split: str, index: int, kinds: Sequence[str]):
     """The ``index``-th candidate world of ``split``: its seed comes from the split's name, so splits never share
     a seed; kinds alternate so every split holds them in equal shares."""
-    from agentrefine_lg.grounded import GameSpec
+    from agentrefine_lg.synthesis.grounded import GameSpec
 
     seed = int(hashlib.sha256(f"study|{split}|{index}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
     rng = random.Random(seed)
@@ -114,7 +114,7 @@ def world_rows(spec: Any, worlds: Any, *, errors: int, teacher_seed: int = 0) ->
     """
     from agentrefine_lg.checks import check_trajectory
     from agentrefine_lg.convert import sample_from_trajectory
-    from agentrefine_lg.grounded import GroundedDM, GroundedPlayer, synthesize_grounded
+    from agentrefine_lg.synthesis.grounded import GroundedDM, GroundedPlayer, synthesize_grounded
 
     writer, dm = _FixedWorld(worlds, spec), GroundedDM(worlds)
     out: dict[str, Any] = {}
@@ -148,7 +148,7 @@ def _paper(script: Any) -> dict[str, Any]:
 def _make_world(job: tuple[str, int, tuple[str, ...], int, int, str]) -> dict[str, Any]:
     """Worker: one candidate world -> its rows (train) or its script (evaluation), or why it was skipped."""
     split, index, kinds, errors, teacher_seed, cache = job
-    from agentrefine_lg.grounded import GroundedWorlds
+    from agentrefine_lg.synthesis.grounded import GroundedWorlds
 
     spec = world_spec(split, index, kinds)
     worlds = GroundedWorlds(cache)

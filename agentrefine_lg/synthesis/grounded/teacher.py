@@ -7,15 +7,15 @@ import os
 import threading
 from collections.abc import Iterable
 
-from agentrefine_lg.grounded.dm import GroundedDM, GroundedWorlds
-from agentrefine_lg.grounded.engine import GAME_KINDS, spec_for_persona
-from agentrefine_lg.grounded.player import GroundedPlayer
 from agentrefine_lg.schema import Script, TokenUsage, Turn
+from agentrefine_lg.synthesis.grounded.dm import GroundedDM, GroundedWorlds
+from agentrefine_lg.synthesis.grounded.engine import GAME_KINDS, spec_for_persona
+from agentrefine_lg.synthesis.grounded.player import GroundedPlayer
 
 
 class GroundedScriptWriter:
     """Writes a script by generating a TextWorld game seeded from the persona (implements
-    :class:`agentrefine_lg.roles.ScriptWriter`; no tokens).
+    :class:`agentrefine_lg.synthesis.roles.ScriptWriter`; no tokens).
 
     A call with ``problems`` (the last script was rejected, or its trajectories kept failing) moves on to
     the persona's next variant, so a retry gets a different world.

@@ -3,7 +3,7 @@
 It generates seeded games (custom quests, cooking, treasure hunter, coin collector) into a cache
 directory, describes a game engine-neutrally (:class:`GameInfo`: entities, action forms, quest
 conditions, walkthrough) and plays it (:class:`TextWorldGame`, a :class:`~agentrefine_lg.env.TextEnv`).
-Everything else in :mod:`agentrefine_lg.grounded` sees only these neutral structures, so another engine
+Everything else in :mod:`agentrefine_lg.synthesis.grounded` sees only these neutral structures, so another engine
 can replace TextWorld by providing the same three things.
 """
 
@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from agentrefine_lg.errors import AgentRefineError
 
 DIRECTIONS: tuple[str, ...] = ("north", "south", "east", "west")
 GAME_KINDS: tuple[str, ...] = ("custom", "cooking", "treasure_hunter", "coin_collector")
@@ -117,8 +119,6 @@ def _require_textworld() -> None:
     try:
         import textworld  # noqa: F401
     except ImportError as exc:
-        from agentrefine_lg.errors import AgentRefineError
-
         raise AgentRefineError(
             "the embedded grounded teacher needs TextWorld: pip install 'textworld>=1.7' "
             f"(or an LLM teacher: --teacher / --base-url); import failed: {exc}"

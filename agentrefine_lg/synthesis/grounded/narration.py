@@ -6,7 +6,7 @@ Tables of templates only (the grounded DM and Player fill them); kept apart from
 
 from __future__ import annotations
 
-# Used by agentrefine_lg.grounded (the embedded teacher over TextWorld games: no key, no network).
+# Used by agentrefine_lg.synthesis.grounded (the embedded teacher over TextWorld games: no key, no network).
 # Thoughts are templates filled from the engine's state; they quote the engine's own observations.
 
 GROUNDED_KIND_TEXT = {

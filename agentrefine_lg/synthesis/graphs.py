@@ -4,7 +4,7 @@ Three factories, each returning an **uncompiled** ``StateGraph`` over one namesp
 so each can be compiled alone or added as a subgraph of a user's app:
 
 - :func:`create_script_graph`: ``write_script`` -> ``check_script`` -> accept | retry (problems fed back) | give up.
-- :func:`create_trajectory_graph`: one-shot (the paper: a :class:`~agentrefine_lg.roles.TrajectoryWriter`
+- :func:`create_trajectory_graph`: one-shot (the paper: a :class:`~agentrefine_lg.synthesis.roles.TrajectoryWriter`
   writes the whole trajectory) or interactive (``player`` and ``dm`` nodes alternate; a flagged error routes
   back to the player with the DM's feedback - a refinement). Both end in ``verify``
   (:func:`agentrefine_lg.checks.check_trajectory`): accept | continue from the verified prefix | restart
@@ -16,7 +16,7 @@ docs/method.md §3: every limit is a :class:`SynthesisSettings` field, every ret
 Every rejected attempt is kept as a refinement trace (``synth_traces``) and emitted on
 ``stream_mode="custom"``. Transient LLM errors (429 / 5xx / timeouts) are retried by the node's
 ``RetryPolicy``. Only the *persona's* faults become counted failed attempts: a script or trajectory that fails
-the checks, or a model answer that stays malformed (:class:`~agentrefine_lg.llm_roles.MalformedOutputError`).
+the checks, or a model answer that stays malformed (:class:`~agentrefine_lg.synthesis.llm_roles.MalformedOutputError`).
 Everything else — retries exhausted on an outage, a 401, a programming error, a blocking call under
 ``langgraph dev`` — raises from the node (:mod:`agentrefine_lg.failures`), so a checkpointed thread stops at
 that node and resumes with ``graph.ainvoke(None, config)`` once the cause is fixed.
@@ -43,12 +43,13 @@ from langgraph.types import Command, RetryPolicy
 from typing_extensions import TypedDict
 
 from agentrefine_lg.checks import CheckReport, Problem, check_script, check_trajectory
+from agentrefine_lg.convert import sample_from_trajectory
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.failures import is_transient_error
-from agentrefine_lg.llm_roles import MalformedOutputError, extract_json
 from agentrefine_lg.named_graph import NamedStateGraph, check_state_schema, with_user_keys
-from agentrefine_lg.roles import DM, Player, ScriptWriter, TrajectoryWriter
 from agentrefine_lg.schema import Script, TokenUsage, Trajectory, Turn, persona_id
+from agentrefine_lg.synthesis.llm_roles import MalformedOutputError, extract_json
+from agentrefine_lg.synthesis.roles import DM, Player, ScriptWriter, TrajectoryWriter
 
 Mode = Literal["one_shot", "interactive"]
 
@@ -435,41 +436,43 @@ class _Nodes:
         update["synth_decision"] = None
         return Command(goto="verify", update=update)
 
-    async def player_node(self, state: SynthesisState, runtime: Runtime) -> Command:
+    async def _take_turn(self, state: SynthesisState, runtime: Runtime, role: str
+                         ) -> tuple[list[Turn], Turn, dict[str, Any]] | Command:
+        """One role's turn (the Player acts, the DM responds): the turns so far, the new turn and the
+        bookkeeping both nodes update; or the failure Command when the role's answer stayed malformed."""
         turns = _turns_of(state)
+        actor = self.player if role == "player" else self.dm
+        call = self.player.aact if role == "player" else self.dm.arespond
         try:
-            turn, usage = await self.player.aact(_script_of(state), turns)
+            turn, usage = await call(_script_of(state), turns)
         except MalformedOutputError as exc:
-            return self._trajectory_failure(state, "player", exc)
+            return self._trajectory_failure(state, role, exc)
         turn = turn if isinstance(turn, Turn) else Turn.model_validate(turn)
-        retries = _retries(runtime, "player")
+        update = {"synth_transient_retries": state.get("synth_transient_retries", 0) + _retries(runtime, role),
+                  "synth_usage": _add_usage(state, actor.name, usage)}
+        return turns, turn, update
+
+    async def player_node(self, state: SynthesisState, runtime: Runtime) -> Command:
+        taken = await self._take_turn(state, runtime, "player")
+        if isinstance(taken, Command):
+            return taken
+        turns, turn, update = taken
         refined = bool(turns and turns[-1].is_dm and turns[-1].flagged)
-        return Command(goto="dm", update={
-            "synth_trajectory": _dump_turns([*turns, turn]),
-            "synth_refinements": state.get("synth_refinements", 0) + int(refined),
-            "synth_transient_retries": state.get("synth_transient_retries", 0) + retries,
-            "synth_usage": _add_usage(state, self.player.name, usage),
-        })
+        return Command(goto="dm", update={**update, "synth_trajectory": _dump_turns([*turns, turn]),
+                                          "synth_refinements": state.get("synth_refinements", 0) + int(refined)})
 
     async def dm_node(self, state: SynthesisState, runtime: Runtime) -> Command:
-        turns = _turns_of(state)
-        try:
-            turn, usage = await self.dm.arespond(_script_of(state), turns)
-        except MalformedOutputError as exc:
-            return self._trajectory_failure(state, "dm", exc)
-        turn = turn if isinstance(turn, Turn) else Turn.model_validate(turn)
-        retries = _retries(runtime, "dm")
+        taken = await self._take_turn(state, runtime, "dm")
+        if isinstance(taken, Command):
+            return taken
+        turns, turn, update = taken
         turns.append(turn)
         if len(turns) >= self.s.max_turns or turn.task_completed:
             decision = "verify"
         else:
             decision = "refine" if turn.flagged else "act"
-        return Command(goto="verify" if decision == "verify" else "player", update={
-            "synth_trajectory": _dump_turns(turns),
-            "synth_decision": decision,
-            "synth_transient_retries": state.get("synth_transient_retries", 0) + retries,
-            "synth_usage": _add_usage(state, self.dm.name, usage),
-        })
+        return Command(goto="verify" if decision == "verify" else "player",
+                       update={**update, "synth_trajectory": _dump_turns(turns), "synth_decision": decision})
 
     async def verify(self, state: SynthesisState) -> dict[str, Any]:
         script = _script_of(state)
@@ -573,8 +576,6 @@ class _Nodes:
     # -- outcome -------------------------------------------------------------------------------------
 
     async def finalize(self, state: SynthesisState) -> dict[str, Any]:
-        from agentrefine_lg.convert import sample_from_trajectory
-
         script = _script_of(state)
         trajectory = Trajectory.model_validate(state.get("synth_trajectory") or [])
         names = []
@@ -668,7 +669,7 @@ async def _passthrough(state: SynthesisState) -> dict[str, Any]:
 
 def _check_role(role: Any, method: str, what: str) -> None:
     if role is None or not callable(getattr(role, method, None)):
-        raise TypeError(f"{what} must implement async {method}(...) (agentrefine_lg.roles), got {type(role).__name__}")
+        raise TypeError(f"{what} must implement async {method}(...) (agentrefine_lg.synthesis.roles), got {type(role).__name__}")
     if not getattr(role, "name", None):
         raise TypeError(f"{what} needs a 'name' (the teacher recorded in each sample)")
 

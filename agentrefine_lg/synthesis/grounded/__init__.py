@@ -17,15 +17,15 @@ Said plainly: the thoughts are templates filled from the game state, not reasoni
 TextWorld's (houses, kitchens, mazes: rooms, doors, containers, keys, food), far narrower than what a
 strong LLM invents from a persona. This teacher exists so that the pipeline, its checks and training run
 end to end offline, on data whose every step a real engine confirmed. The paper's path, and the one to
-use for real data, is the LLM teacher (:mod:`agentrefine_lg.llm_roles`).
+use for real data, is the LLM teacher (:mod:`agentrefine_lg.synthesis.llm_roles`).
 
 Held-out evaluation uses other engines (BabyAI, ScienceWorld, PDDL, ALFWorld-style problems,
 TextWorld-Express); only ``textworld`` itself is used here. All engine access lives in
-:mod:`agentrefine_lg.grounded.engine`, so another engine can replace TextWorld there.
+:mod:`agentrefine_lg.synthesis.grounded.engine`, so another engine can replace TextWorld there.
 """
 
-from agentrefine_lg.grounded.dm import GroundedDM, GroundedWorlds, TextWorldEnv, Verdict, judge
-from agentrefine_lg.grounded.engine import (
+from agentrefine_lg.synthesis.grounded.dm import GroundedDM, GroundedWorlds, TextWorldEnv, Verdict, judge
+from agentrefine_lg.synthesis.grounded.engine import (
     DEFAULT_CACHE_DIR,
     GAME_KINDS,
     GameInfo,
@@ -34,9 +34,13 @@ from agentrefine_lg.grounded.engine import (
     load_game_info,
     spec_for_persona,
 )
-from agentrefine_lg.grounded.player import GroundedPlayer
-from agentrefine_lg.grounded.script import GROUNDING_KEY, script_from_game, verification_regex
-from agentrefine_lg.grounded.teacher import GroundedScriptWriter, grounded_teacher, synthesize_grounded
+from agentrefine_lg.synthesis.grounded.player import GroundedPlayer
+from agentrefine_lg.synthesis.grounded.script import GROUNDING_KEY, script_from_game, verification_regex
+from agentrefine_lg.synthesis.grounded.teacher import (
+    GroundedScriptWriter,
+    grounded_teacher,
+    synthesize_grounded,
+)
 
 __all__ = [
     "DEFAULT_CACHE_DIR",

@@ -13,7 +13,7 @@ its next turn (and the prompt shared by a task's episodes for the others): a tur
 the whole conversation again. Greedy replies are those of ``generate`` alone, up to floating-point ties.
 transformers' own continuous batching (paged attention; ``agentrefine serve`` uses it) was measured here too and ran
 slower in-process on CPU (benchmarks/eval_concurrency.py), hence this small engine. For tool calling in other
-LangGraph apps, serve the folder (``agentrefine serve``) and use :func:`agentrefine_lg.chat_model.chat_model`.
+LangGraph apps, serve the folder (``agentrefine serve``) and use :func:`agentrefine_lg.serving.chat_model.chat_model`.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from pydantic import Field
 from transformers.cache_utils import DynamicLayer
 
 from agentrefine_lg.agent_format import content_text
-from agentrefine_lg.chat_model import DEFAULT_STOP
-from agentrefine_lg.serve import trim_at_stop
+from agentrefine_lg.models import resolve_model
+from agentrefine_lg.serving.chat_model import DEFAULT_STOP
+from agentrefine_lg.serving.server import trim_at_stop
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "user"}
 MAX_BATCH = 32
@@ -47,8 +48,6 @@ PREFIX_CACHE_BYTES = 1 << 30
 @lru_cache(maxsize=4)
 def _load(path: str, device: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from agentrefine_lg.models import resolve_model
 
     folder = str(resolve_model(path))
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -1,6 +1,6 @@
 """``agentrefine synthesize``: concurrent, resumable batch synthesis over personas.
 
-One compiled synthesis graph (:func:`agentrefine_lg.synthesis.create_synthesis_graph`) is invoked per
+One compiled synthesis graph (:func:`agentrefine_lg.synthesis.graphs.create_synthesis_graph`) is invoked per
 persona, at most ``--concurrency`` at a time (asyncio). The output directory holds:
 
 - ``samples.jsonl``: accepted samples, appended as they finish, each line flushed and fsync'd;
@@ -27,8 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.failures import is_refused, is_transient_error
 from agentrefine_lg.jsonl import JsonlFile
-from agentrefine_lg.schema import Persona, TokenUsage
+from agentrefine_lg.outputs import atomic_output, lock_output_dir
+from agentrefine_lg.progress import progress_bar
+from agentrefine_lg.schema import Persona, TokenUsage, persona_id
+from agentrefine_lg.synthesis.graphs import attempts_of
 
 SAMPLES, LEDGER, MANIFEST = "samples.jsonl", "ledger.jsonl", "manifest.json"
 
@@ -111,8 +115,6 @@ def _ledger_row_of_sample(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sample_pid(row: dict[str, Any]) -> str:
-    from agentrefine_lg.schema import persona_id
-
     if row.get("persona_id"):
         return str(row["persona_id"])
     if row.get("persona"):
@@ -152,8 +154,6 @@ async def _commit(samples: _Appender, ledger: _Appender) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    from agentrefine_lg.outputs import atomic_output
-
     with atomic_output(path) as handle:
         handle.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
@@ -284,8 +284,6 @@ async def run_synthesis(
     :class:`AgentRefineError` says why, and nothing is marked done that was not. ``out_dir`` is locked for
     the run (a second run on it stops at once); SIGTERM finalises like SIGINT (the task is cancelled).
     """
-    from agentrefine_lg.outputs import lock_output_dir
-
     if n < 1 or concurrency < 1:
         raise InputError("--n and --concurrency must be >= 1")
     out = Path(out_dir)
@@ -318,8 +316,6 @@ def _finished(task: asyncio.Task, persona: Persona) -> tuple[dict[str, Any], flo
     """A finished persona: ``(final state, seconds, None)`` for the graph's verdict; ``({}, 0, why)`` when its
     LLM calls failed for transport reasons (not ledgered, retried on resume). Anything else stops the run
     (:class:`AgentRefineError`): a refused key, a bug or an engine error is never booked as a rejection."""
-    from agentrefine_lg.failures import is_refused, is_transient_error
-
     exc = task.exception()
     if exc is not None:
         if is_refused(exc):
@@ -340,8 +336,6 @@ def _finished(task: asyncio.Task, persona: Persona) -> tuple[dict[str, Any], flo
 
 def _ledger_row(persona: Persona, final: dict[str, Any], seconds: float) -> dict[str, Any]:
     """The ledger line of a persona the graph gave its verdict on."""
-    from agentrefine_lg.synthesis import attempts_of
-
     accepted = final["synth_status"] == "accepted" and bool(final.get("synth_sample"))
     return {"persona_id": persona.id, "status": "accepted" if accepted else "rejected",
             "reason": final.get("synth_reason"), "attempts": attempts_of(final), "usage": final.get("synth_usage") or {},
@@ -352,8 +346,6 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
                       shard: tuple[int, int], retry_rejected: bool, recursion_limit: int, progress: bool | None,
                       manifest: dict[str, Any] | None, prices: dict[str, tuple[float, float]] | None,
                       max_infra_failures: int) -> RunResult:
-    from agentrefine_lg.progress import progress_bar
-
     samples = _read_jsonl(out / SAMPLES, repair=True)
     ledger = _read_jsonl(out / LEDGER, repair=True)
     accepted_ids = {_sample_pid(r) for r in samples}
@@ -490,8 +482,6 @@ def merge_shards(dirs: Iterable[str | Path], out: str | Path, *, prices: dict[st
             raise InputError(f"{d} holds no {SAMPLES} or {LEDGER}: not a synthesis output directory")
         if d.resolve() == out.resolve():
             raise InputError(f"the merge output {out} is also an input")
-    from agentrefine_lg.outputs import lock_output_dir
-
     with lock_output_dir(out, command="agentrefine synthesize --merge"):
         return _merge_locked(dirs, out, prices)
 

@@ -10,9 +10,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agentrefine_lg.grounded import narration
-from agentrefine_lg.grounded.engine import ENGINE_NAME, Fact, GameInfo, GameSpec, WorldState
+from agentrefine_lg.errors import InputError
 from agentrefine_lg.schema import ActionSpec, Script
+from agentrefine_lg.synthesis.grounded import narration
+from agentrefine_lg.synthesis.grounded.engine import ENGINE_NAME, Fact, GameInfo, GameSpec, WorldState
+
+INSTRUMENT_SLOTS = frozenset({"key", "tool"})
+"""Action slots that name what an action is done *with*, not what it is done *to*."""
+
+
+def target_entities(values: dict[str, str]) -> list[str]:
+    """The entities an action is done to: its slot values but directions and instruments."""
+    return [v for slot, v in values.items() if slot not in INSTRUMENT_SLOTS and slot != "direction"]
 
 GROUNDING_KEY = "Grounding"
 """Extra script key naming the engine and game a grounded script was derived from."""
@@ -144,8 +153,6 @@ def script_from_game(info: GameInfo, *, persona: str | None = None, spec: GameSp
 
 def grounding_of(script: Script) -> dict[str, Any]:
     """The ``Grounding`` entry of a grounded script, or a clear error for any other script."""
-    from agentrefine_lg.errors import InputError
-
     data = (script.model_extra or {}).get(GROUNDING_KEY)
     if not isinstance(data, dict) or data.get("engine") != ENGINE_NAME or not data.get("game"):
         raise InputError(
@@ -157,6 +164,8 @@ def grounding_of(script: Script) -> dict[str, Any]:
 
 
 __all__ = [
+    "INSTRUMENT_SLOTS",
+    "target_entities",
     "GROUNDING_KEY",
     "available_actions",
     "completion_conditions",

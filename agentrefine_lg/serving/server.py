@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any, Self
 
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.json_input import parse_json_text
+from agentrefine_lg.models import resolve_model
 
 DEFAULT_MODEL_NAME = "agentrefine"
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -455,8 +457,6 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
         return len(ids), getattr(model.config, "max_position_embeddings", None)
 
     async def chat_completions(request: Request) -> Response:
-        from agentrefine_lg.convert import parse_json_text
-
         try:
             try:
                 body = parse_json_text(await request.body(), where="the request body")
@@ -727,8 +727,6 @@ def start_server(
     """
     api_key = api_key or secrets.token_urlsafe(24)
     if backend == "transformers":  # aliases (gemma-3-270m) become their cached local folder
-        from agentrefine_lg.models import resolve_model
-
         model_dir = resolve_model(str(model_dir))
     adapter_s = str(adapter) if adapter is not None else None
     if adapter_s is not None and not Path(adapter_s).is_dir():

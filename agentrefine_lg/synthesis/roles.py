@@ -1,7 +1,7 @@
 """The three roles of AgentRefine synthesis — script writer, Player and DM — behind one small interface.
 
 An LLM (``synthesis.LLM*`` classes) or an engine (``grounded.Grounded*`` classes) can fill each role; the
-graphs in :mod:`agentrefine_lg.synthesis` only call these methods and never know which.
+graphs in :mod:`agentrefine_lg.synthesis.graphs` only call these methods and never know which.
 Every call returns the usage it cost so runs can report tokens and cost per accepted sample.
 """
 

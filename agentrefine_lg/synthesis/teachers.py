@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.serving.chat_model import openai_chat
+from agentrefine_lg.synthesis.llm_roles import llm_teacher
 
 
 @dataclass
@@ -51,8 +53,6 @@ def build_teacher(
     LLM clients get ``max_retries=0``: the graph's RetryPolicy is the one retry layer, so every retry is counted.
     """
     if base_url or (teacher and teacher != "grounded"):
-        from agentrefine_lg.llm_roles import llm_teacher
-
         kwargs: dict[str, Any] = {"max_retries": 0}
         if temperature is not None:
             kwargs["temperature"] = temperature
@@ -61,8 +61,6 @@ def build_teacher(
         if base_url:
             if not model:
                 raise InputError("--base-url needs --model (the served model's name)", field="model")
-            from agentrefine_lg.chat_model import openai_chat
-
             chat = openai_chat(base_url=base_url, model=model,
                                api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY", **kwargs)
             name = model
@@ -79,7 +77,7 @@ def build_teacher(
                                     format_retries=format_retries, name=name)
         flat = [writer, *(roles if isinstance(roles, tuple) else (roles,))]
         return Teacher(writer, roles, mode, name, flat)
-    from agentrefine_lg.grounded import grounded_teacher
+    from agentrefine_lg.synthesis.grounded import grounded_teacher
 
     if mode not in (None, "interactive"):
         raise InputError("the grounded teacher is interactive (its DM is an engine); drop --mode or use --teacher",

@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentrefine_lg.convert import parse_json_text
 from agentrefine_lg.errors import InputError
+from agentrefine_lg.json_input import parse_json_text
 from agentrefine_lg.schema import Persona
 
 # Keys Persona Hub subsets use for the persona text.

@@ -76,6 +76,7 @@ from agentrefine_lg.agent_format import (
     tools_prompt,
     tools_system_prompt,
 )
+from agentrefine_lg.errors import InputError
 
 DEFAULT_STOP = ["\nObservation:"]
 """Tuned models sometimes go on to invent the environment's answer; stop before it."""
@@ -423,7 +424,7 @@ def speaks_thought_action(model: Any) -> bool:
     """Is ``model`` one of our tuned models, answering in the ``Thought/Action`` text protocol?
 
     True for :func:`chat_model`'s model, a :class:`TunedFormatMixin` model and the in-process
-    :class:`~agentrefine_lg.local_model.LocalChatModel`, bound (``bind``/``bind_tools``) or not. Any other
+    :class:`~agentrefine_lg.serving.local_model.LocalChatModel`, bound (``bind``/``bind_tools``) or not. Any other
     model is taken to speak LangChain's tool-calling protocol: its reply without a tool call is its answer.
     """
     while isinstance(model, RunnableBinding):
@@ -466,7 +467,7 @@ def _chat_openai_classes() -> tuple[type[BaseChatModel], type[BaseChatModel]]:
                 yield chunk
 
     class TunedChatOpenAI(TunedFormatMixin, LoopSafeChatOpenAI):
-        """``ChatOpenAI`` (chat-completions API) for a refinement-tuned model: see :mod:`agentrefine_lg.chat_model`."""
+        """``ChatOpenAI`` (chat-completions API) for a refinement-tuned model: see :mod:`agentrefine_lg.serving.chat_model`."""
 
         @property
         def _llm_type(self) -> str:
@@ -502,8 +503,6 @@ def chat_model(base_url: str | None = None, model: str = "agentrefine", api_key:
 
     base_url = base_url or os.environ.get("AGENTREFINE_BASE_URL")
     if not base_url:
-        from agentrefine_lg.errors import InputError
-
         raise InputError("no base_url given and AGENTREFINE_BASE_URL is not set (e.g. http://127.0.0.1:8000/v1)",
                          field="base_url")
     settings: dict[str, Any] = {

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,9 @@ from typing import Any
 from agentrefine_lg.checks import match_action
 from agentrefine_lg.env import StepResult, TextEnv
 from agentrefine_lg.errors import InputError
-from agentrefine_lg.grounded import narration
-from agentrefine_lg.grounded.engine import (
+from agentrefine_lg.schema import Script, TokenUsage, Turn
+from agentrefine_lg.synthesis.grounded import narration
+from agentrefine_lg.synthesis.grounded.engine import (
     GameInfo,
     GameSpec,
     SessionPool,
@@ -38,10 +40,14 @@ from agentrefine_lg.grounded.engine import (
     load_game_info,
     resolve_cache_dir,
 )
-from agentrefine_lg.grounded.script import grounding_of, script_from_game
-from agentrefine_lg.schema import Script, TokenUsage, Turn
+from agentrefine_lg.synthesis.grounded.mistakes import logic_mistakes, parameter_mistakes, place_mistakes
+from agentrefine_lg.synthesis.grounded.script import (
+    INSTRUMENT_SLOTS,
+    grounding_of,
+    script_from_game,
+    target_entities,
+)
 
-INSTRUMENT_SLOTS = frozenset({"key", "tool"})
 INFORMATION_VERBS = frozenset({"look", "inventory", "examine"})
 """Commands that never change the world; every other accepted command must change it."""
 """Slots naming something the player must carry (a key, a knife): missing it is a logic error, not a place error."""
@@ -126,10 +132,6 @@ def accepted_commands(script: Script, history: list[Turn]) -> list[str]:
     return out
 
 
-def _targets(script: Script, template: str, values: dict[str, str]) -> list[str]:
-    return [v for slot, v in values.items() if slot not in INSTRUMENT_SLOTS and slot != "direction"]
-
-
 def judge(script: Script, session: TextWorldSession, action: str, *, commit: bool = True) -> Verdict:
     """Judge ``action`` in the session's current state; with ``commit`` an accepted action is kept."""
     state = session.state
@@ -152,7 +154,7 @@ def judge(script: Script, session: TextWorldSession, action: str, *, commit: boo
                        narration.GROUNDED_DM_PARAMETER.format(action=action.strip(), reason=m.message),
                        state=state, detail=detail)
     command = m.template.format(**m.values)
-    for entity in _targets(script, m.template, m.values):
+    for entity in target_entities(m.values):
         if state.exists(entity) and not state.reachable(entity):
             # Let the engine word it ("You can't see any such thing."); its effect, if any, is undone.
             after = session.raw_step(command)
@@ -187,7 +189,7 @@ def _next_number(history: list[Turn]) -> int:
 
 
 class GroundedDM:
-    """The DM role played by the game engine (implements :class:`agentrefine_lg.roles.DM`; no tokens)."""
+    """The DM role played by the game engine (implements :class:`agentrefine_lg.synthesis.roles.DM`; no tokens)."""
 
     name = "grounded-dm:textworld"
 
@@ -274,10 +276,6 @@ class TextWorldEnv(TextEnv):
 
     def mistake(self, kind: str) -> str | None:
         """The grounded Player's own mistakes of ``kind`` here, the first the DM judges as that kind."""
-        import random
-
-        from agentrefine_lg.grounded.player import logic_mistakes, parameter_mistakes, place_mistakes
-
         with self.session.lock:
             state = self._state()
             if state.won or not state.policy:

@@ -1,4 +1,4 @@
-"""The LLM teacher: any LangChain chat model in the four synthesis roles of :mod:`agentrefine_lg.roles`.
+"""The LLM teacher: any LangChain chat model in the four synthesis roles of :mod:`agentrefine_lg.synthesis.roles`.
 
 - :class:`LLMScriptWriter`: persona -> script JSON (the paper's keys).
 - :class:`LLMTrajectoryWriter`: one-shot (the paper): the whole Player/DM trajectory as JSON, continuing a
@@ -25,6 +25,9 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 
 from agentrefine_lg import prompts
 from agentrefine_lg.agent_format import content_text
+from agentrefine_lg.checks import match_action
+from agentrefine_lg.convert import format_assistant, system_prompt
+from agentrefine_lg.failures import MalformedOutputError, is_fatal_error, is_transient_error
 from agentrefine_lg.schema import (
     ERROR_FLAGS,
     Script,
@@ -35,15 +38,6 @@ from agentrefine_lg.schema import (
 )
 
 StructuredMode = Literal["auto", "json_schema", "function_calling", "json_mode", "text"]
-
-
-class MalformedOutputError(ValueError):
-    """The model's answer stayed unusable after ``format_retries`` corrections. Carries the usage it cost."""
-
-    def __init__(self, message: str, *, usage: TokenUsage | None = None, raw: str | None = None):
-        super().__init__(message)
-        self.usage = usage or TokenUsage()
-        self.raw = raw
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -371,8 +365,6 @@ class LLMPlayer(_LLMRole):
         self.min_pairs = min_pairs
 
     def messages(self, script: Script, history: list[Turn]) -> list[BaseMessage]:
-        from agentrefine_lg.convert import format_assistant, system_prompt
-
         mistakes = sum(1 for t in history if t.is_dm and t.flagged)
         system = system_prompt(script) + prompts.SYNTH_PLAYER_TEACHER.format(min_pairs=self.min_pairs, mistakes=mistakes)
         out: list[BaseMessage] = [SystemMessage(content=system)]
@@ -416,8 +408,6 @@ class LLMDM(_LLMRole):
         last = history[-1]
         rule = "(not given)"
         if self.rule_hint:
-            from agentrefine_lg.checks import match_action
-
             try:
                 match = match_action(script, last.action or "")
                 rule = (f"valid: matches {match.template!r} with {match.values}" if match.ok
@@ -477,7 +467,6 @@ def llm_teacher(
 
 # ---------------------------------------------------------------------------------------------- errors
 # The classifiers live in agentrefine_lg.failures (one home for the package); re-exported here.
-from agentrefine_lg.failures import is_fatal_error, is_transient_error
 
 __all__ = [
     "LLMDM",
