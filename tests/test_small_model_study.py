@@ -399,13 +399,3 @@ def test_quick_study_runs_every_stage_end_to_end_and_resumes(study, tmp_path, ca
     capsys.readouterr()
     assert study.main(["--out", str(out), "--quick", "--device", "cpu"]) == 0
     assert "[train bc s0] done already; skipped" in capsys.readouterr().out
-
-
-def test_evaluating_arms_trained_elsewhere_names_a_missing_model(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("small_model_study_eval_models",
-                                                  ROOT / "examples/small_model_study/eval_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--out", str(tmp_path / "s"), "--device", "cpu", "--seeds", "0"]) == 2
-    err = capsys.readouterr().err
-    assert "no model in" in err and "bc-s0" in err and not (tmp_path / "s" / "report.md").exists()

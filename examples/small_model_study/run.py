@@ -644,14 +644,6 @@ def training_summary(cfg: StudyConfig) -> dict[str, Any]:
     for seed in cfg.seeds:
         for arm in cfg.arms:
             tl = _read_json(train_dir(cfg, arm, seed) / "train_log.json")
-            gpu = _read_json(train_dir(cfg, arm, seed) / "gpu_run.json")
-            if not tl and gpu:  # trained on a GPU machine by gpu/arms.py (eval_models.py evaluates it)
-                out[run_name(arm, seed)] = {
-                    "rows": cfg.n_train, "tokens": gpu["tokens"], "trainable_tokens": gpu["trainable_tokens"],
-                    "optimizer_steps": gpu["steps"], "first_loss": None, "final_loss": gpu["final_loss"],
-                    "train_runtime_s": gpu["seconds"], "tokens_per_s": gpu["tokens"] / gpu["seconds"],
-                    "where": f"{gpu['device']}, gpu/arms.py (batch {gpu['batch']}, lr {gpu['lr']})"}
-                continue
             if not tl:
                 continue
             steps = tl.get("steps") or []
@@ -801,7 +793,7 @@ def run_study(cfg: StudyConfig, *, log: Callable[[str], None] = print, docs: boo
               kinds: Sequence[str] = STAGE_KINDS) -> dict[str, Any]:
     """Run every stage of ``kinds`` not done yet, in order (training runs ``cfg.parallel`` at a time); returns
     the timings (also in ``<out>/timings.json``). ``kinds=("eval", "report")`` evaluates arms trained elsewhere
-    (``eval_models.py``)."""
+    (``--stages train`` on a GPU machine, through ``training.sft``)."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     timings_path = cfg.out / "timings.json"
     timings: dict[str, Any] = _read_json(timings_path) or {}
