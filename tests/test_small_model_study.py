@@ -146,11 +146,9 @@ def test_stages_runs_only_the_kinds_asked_and_parallel_trains_that_many_at_once(
 
 @pytest.fixture(scope="module")
 def worlds_module():
-    sys.path.insert(0, str(ROOT / "examples/small_model_study"))
-    import worlds
+    from agentrefine_lg.synthesis.grounded import worldsets
 
-    yield worlds
-    sys.path.remove(str(ROOT / "examples/small_model_study"))
+    return worldsets
 
 
 def test_splits_never_share_a_seed_and_alternate_kinds(worlds_module):

@@ -6,7 +6,7 @@ One command runs the whole controlled comparison on a small model trained **from
 
 Stages (each skipped when its outputs are complete, so re-running resumes):
 
-1. ``data``: grounded-teacher worlds split by world (``worlds.py``): train worlds of the trained kinds, held-out
+1. ``data``: grounded-teacher worlds split by world (``agentrefine_lg.synthesis.grounded.worldsets``): train worlds of the trained kinds, held-out
    worlds of those kinds, held-out worlds of a kind never trained on. Every train world gives a clean row
    (behaviour cloning) and an error->refine row (refinement arms), both checked by our rules.
 2. ``student``: a byte-level BPE trained on the rows and a randomly initialised small Llama
@@ -41,13 +41,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-for _path in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if _path not in sys.path:  # run as a file from anywhere: the package, training/ and worlds.py
-        sys.path.insert(0, _path)
-
-from worlds import GENERATORS, PROBE_SPLIT, WorldPlan, generate_worlds
+if str(ROOT) not in sys.path:  # run as a file from anywhere: the package and training/
+    sys.path.insert(0, str(ROOT))
 
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.eval.paired import INJECTED, UNINJECTED, compare_arms, episode_values
+from agentrefine_lg.synthesis.grounded.worldsets import GENERATORS, PROBE_SPLIT, WorldPlan, generate_worlds
 
 SCRATCH = "scratch"
 
@@ -88,7 +87,7 @@ class StudyConfig:
     n_trainprobe: int = 24
     # Three trained generators and two never trained on, all in one action vocabulary: the paper credits the
     # diversity of its environments for generalization, and judges on task families it never trained on
-    # (worlds.GENERATORS says why these).
+    # (worldsets.GENERATORS says why these).
     kinds: tuple[str, ...] = ("coin_collector", "coin_collector_long", "treasure_hunter")
     unseen_kinds: tuple[str, ...] = ("treasure_hunter_long", "coin_collector_xl")
     errors: int = 2
@@ -467,84 +466,22 @@ def run_eval(cfg: StudyConfig, stage: Stage, log: Callable[[str], None]) -> None
 # ---------------------------------------------------------------------------------------------- report
 
 
-def _episode_values(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The per-episode quantities the report averages (per world, then over worlds)."""
-    steps = max(1, int(row.get("steps") or 0))
-    out: dict[str, Any] = {"world": row["world"], "split": row["split"], "condition": row["condition"],
-                           "kind": row.get("kind")}
-    if row["condition"] == "none":
-        from agentrefine_lg.eval.metrics import step_outcomes
-
-        outcomes = step_outcomes(row.get("trajectory") or [])
-        first_valid = bool(outcomes) and outcomes[0][0] is not None and not outcomes[0][1]
-        later = outcomes[1:]
-        out.update(success=bool(row["success"]), progress=float(row["progress"]),
-                   invalid_rate=int(row["invalid_actions"]) / steps,
-                   repeated_rate=int(row["repeated_mistakes"]) / steps,
-                   first_valid=first_valid,
-                   # after a valid first action, the share of later steps that failed: expecting errors
-                   invalid_after_start=(sum(a is None or bad for a, bad in later) / len(later)
-                                        if first_valid and later else None))
-    else:
-        inj = row.get("injection") or {}
-        applied = bool(inj.get("applied"))
-        out.update(applied=applied, recovered=inj.get("recovered") if applied else None,
-                   repeated=inj.get("repeated") if applied else None,
-                   success_after=inj.get("success_after") if applied else None)
-    return out
-
-
-UNINJECTED = (("success", "success %"), ("progress", "progress %"), ("invalid_rate", "invalid actions %"),
-              ("repeated_rate", "repeated mistakes %"), ("first_valid", "first action accepted %"),
-              ("invalid_after_start", "invalid after a valid start %"))
-INJECTED = (("recovered", "recovery %"), ("repeated", "repeat %"), ("success_after", "success after %"))
 DIFFS = (("mix", "bc"), ("refine", "bc"), ("mix", "refine"), ("refine", "refine_nomask"), ("refine_nomask", "bc"))
+"""The paired differences the report shows (a - b, the same worlds)."""
 
 
 def collect(cfg: StudyConfig) -> dict[str, Any]:
-    """Estimates per arm, split and condition, and the paired differences between arms."""
+    """Estimates per arm, split and condition, and the paired differences between arms (worlds resampled)."""
     from agentrefine_lg.eval.harness import read_rows
-    from agentrefine_lg.eval.paired import estimate, paired_difference, per_world
 
     values: dict[str, list[dict[str, Any]]] = {}
+    planned = set(eval_jobs(cfg))  # rows beyond the planned worlds (a larger earlier run) are left out
     for arm in cfg.arms:
         for seed in cfg.seeds:
             path = eval_file(cfg, arm, seed)
             if path.is_file():
-                planned = set(eval_jobs(cfg))  # rows beyond the planned worlds (a larger earlier run) are left out
-                values.setdefault(arm, []).extend(_episode_values(r) for r in read_rows(path) if _job_key(r) in planned)
-    splits = [s for s, _ in eval_splits(cfg)]
-    table: list[dict[str, Any]] = []
-    diffs: list[dict[str, Any]] = []
-    by_kind: list[dict[str, Any]] = []  # uninjected success per game kind: where an arm's successes come from
-    for split in splits:
-        for arm, rows in values.items():
-            chosen = [r for r in rows if r["split"] == split and r["condition"] == "none"]
-            for kind in sorted({r["kind"] for r in chosen if r["kind"]}):
-                of_kind = [r for r in chosen if r["kind"] == kind]
-                by_kind.append({"split": split, "arm": arm, "kind": kind,
-                                "success": estimate(per_world(of_kind, "success")).to_dict()})
-        for condition in CONDITIONS:
-            metrics = UNINJECTED if condition == "none" else INJECTED
-            by_arm: dict[str, dict[str, dict[str, float]]] = {}
-            for arm, rows in values.items():
-                chosen = [r for r in rows if r["split"] == split and r["condition"] == condition]
-                if not chosen:
-                    continue
-                by_arm[arm] = {m: per_world(chosen, m) for m, _ in metrics}
-                row: dict[str, Any] = {"split": split, "condition": condition, "arm": arm,
-                                       "episodes": len(chosen)}
-                if condition != "none":
-                    row["applied"] = sum(bool(r["applied"]) for r in chosen)
-                for m, _ in metrics:
-                    row[m] = estimate(by_arm[arm][m]).to_dict()
-                table.append(row)
-            for a, b in DIFFS:
-                if a in by_arm and b in by_arm:
-                    for m, _ in metrics:
-                        diffs.append({"split": split, "condition": condition, "metric": m, "a": a, "b": b,
-                                      **paired_difference(by_arm[a][m], by_arm[b][m]).to_dict()})
-    return {"table": table, "diffs": diffs, "by_kind": by_kind}
+                values.setdefault(arm, []).extend(episode_values(r) for r in read_rows(path) if _job_key(r) in planned)
+    return compare_arms(values, [s for s, _ in eval_splits(cfg)], CONDITIONS, DIFFS)
 
 
 def _pct(e: Mapping[str, Any] | None, signed: bool = False) -> str:

@@ -1,4 +1,8 @@
-"""The study's data: grounded-teacher worlds split by world, each train world as a clean and an error->refine row.
+"""World sets: grounded-teacher worlds split by world, each train world as a clean and an error->refine row.
+
+Built for the method study (``examples/small_model_study``) and usable by any experiment that needs held-out worlds
+of known game kinds: ``generate_worlds(WorldPlan(...), folder)`` writes the rows and the evaluation scripts that
+``agentrefine eval --task textworld`` plays.
 
 Splits (disjoint seeds, duplicates by content removed): ``train`` (the trained game kinds), ``heldout`` (new
 worlds of the trained kinds) and ``unseen`` (worlds of a kind never trained on). Every train world gives two
@@ -22,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentrefine_lg.checks import check_trajectory
+from agentrefine_lg.convert import sample_from_trajectory, write_jsonl
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.schema import RefinementSample
+from agentrefine_lg.synthesis.grounded.dm import GroundedDM, GroundedWorlds
+from agentrefine_lg.synthesis.grounded.engine import GameSpec
+from agentrefine_lg.synthesis.grounded.player import GroundedPlayer
+from agentrefine_lg.synthesis.grounded.teacher import synthesize_grounded
 
 # World generators: a study kind names a TextWorld game kind and the settings it is drawn with. Small worlds
 # (short walks, few objects) keep a whole row near 1k tokens. Every generator speaks the same action vocabulary
@@ -83,8 +94,6 @@ class WorldPlan:
 def world_spec(split: str, index: int, kinds: Sequence[str]):
     """The ``index``-th candidate world of ``split``: its seed comes from the split's name, so splits never share
     a seed; kinds alternate so every split holds them in equal shares."""
-    from agentrefine_lg.synthesis.grounded import GameSpec
-
     seed = int(hashlib.sha256(f"study|{split}|{index}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
     rng = random.Random(seed)
     engine_kind, settings = GENERATORS[world_kind(index, kinds)]
@@ -112,10 +121,6 @@ def world_rows(spec: Any, worlds: Any, *, errors: int, teacher_seed: int = 0) ->
     Clean: the grounded Player with no mistakes; no flagged turn, ``check_trajectory(min_pairs=0)``.
     Refinement: ``errors`` mistakes, each refined; ``check_trajectory(min_pairs=errors)``.
     """
-    from agentrefine_lg.checks import check_trajectory
-    from agentrefine_lg.convert import sample_from_trajectory
-    from agentrefine_lg.synthesis.grounded import GroundedDM, GroundedPlayer, synthesize_grounded
-
     writer, dm = _FixedWorld(worlds, spec), GroundedDM(worlds)
     out: dict[str, Any] = {}
     for dataset, n_errors in (("clean", 0), ("refine", errors)):
@@ -148,8 +153,6 @@ def _paper(script: Any) -> dict[str, Any]:
 def _make_world(job: tuple[str, int, tuple[str, ...], int, int, str]) -> dict[str, Any]:
     """Worker: one candidate world -> its rows (train) or its script (evaluation), or why it was skipped."""
     split, index, kinds, errors, teacher_seed, cache = job
-    from agentrefine_lg.synthesis.grounded import GroundedWorlds
-
     spec = world_spec(split, index, kinds)
     worlds = GroundedWorlds(cache)
     try:
@@ -180,9 +183,6 @@ def generate_worlds(plan: WorldPlan, folder: Path, *, workers: int = 2, log: Cal
                     ) -> dict[str, Any]:
     """Write ``clean.jsonl``/``refine.jsonl`` (row i of both: the same train world), ``eval_worlds.jsonl`` (held-out
     and unseen scripts) and ``manifest.json`` (last: the done marker). Returns the manifest."""
-    from agentrefine_lg.convert import write_jsonl
-    from agentrefine_lg.schema import RefinementSample
-
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
