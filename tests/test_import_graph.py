@@ -126,3 +126,33 @@ def test_cheap_internal_imports_are_at_module_top(module):
             if not top and not any(target == m or target.startswith(m + ".") for m in LAZY)
             and not (module == "agentrefine_lg" and target.startswith("agentrefine_lg.synthesis.grounded"))]
     assert lazy == [], f"{module} imports these inside functions; import them at the top"
+
+
+def test_modules_that_moved_keep_their_old_import_paths():
+    import importlib
+    import warnings
+
+    import agentrefine_lg
+    from agentrefine_lg.serving import chat_model as moved_chat_model
+    from agentrefine_lg.synthesis import runner as moved_runner
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old_chat = importlib.import_module("agentrefine_lg.chat_model")
+        old_runner = importlib.import_module("agentrefine_lg.runner")
+        from agentrefine_lg.grounded.script import GROUNDING_KEY as old_key  # a moved package's submodule
+    from agentrefine_lg.synthesis.grounded.script import GROUNDING_KEY
+
+    assert old_chat is moved_chat_model and old_runner is moved_runner  # the same module, not a second copy
+    assert old_key is GROUNDING_KEY
+    assert callable(agentrefine_lg.chat_model) and agentrefine_lg.chat_model is moved_chat_model.chat_model
+    assert moved_runner.__spec__.name == "agentrefine_lg.synthesis.runner"  # it still knows its real name
+
+
+def test_an_old_path_warns_where_it_moved():
+    import importlib
+    import sys
+
+    sys.modules.pop("agentrefine_lg.teachers", None)
+    with pytest.warns(DeprecationWarning, match="agentrefine_lg.synthesis.teachers"):
+        importlib.import_module("agentrefine_lg.teachers")
