@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +94,17 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     arms: tuple[str, ...] = tuple(ARMS)
     # Every arm takes the same optimizer steps of the same batch size (its data decides how many epochs that is:
-    # the mix arm has twice the rows). 1,200 steps of 4 rows at lr 1.4e-3 took behaviour cloning over the bar on
-    # one kind (600 of 8 at 2e-3 left one seed unable to read the first direction off the goal).
-    steps: int = 800
+    # the mix arm has twice the rows). Sized to the budget: 12 trainings and 12 evaluations in about 90 minutes on
+    # 2 AVX2 cores, where one step of 4 rows takes about 1 s in float32 (2026-12-03). The 2026-11-26 default
+    # (1,200 steps at lr 1.4e-3) needed a machine with native bf16, 3x this rate.
+    steps: int = 300
     batch_size: int = 4
-    learning_rate: float = 1.4e-3
+    learning_rate: float = 2e-3
     adam_beta2: float = 0.95  # the GPU loop's (and nanoGPT's) value; TRL's default 0.999 was not compared alone
-    bf16: bool = True  # bf16 autocast: 1.85x the fp32 training rate on this machine's AVX512-BF16 cores
+    # bf16 autocast where the hardware has it (a GPU, or a CPU with AVX512-BF16/AMX: 1.85x the float32 rate on
+    # one such machine); float32 elsewhere: on an AVX2-only CPU bf16 is emulated, 11.3x *slower* than float32
+    # (30 steps of the study's student: 350 s against 31 s, 2026-12-03)
+    bf16: bool = field(default_factory=lambda: native_bf16("cpu"))
     max_length: int = 2048
     device: str = "cpu"
     max_steps: int = 12  # replies per episode: the longest (coin_collector_xl) worlds take 9 actions, 11 with a
@@ -161,7 +165,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
     p.add_argument("--arms", default=",".join(ARMS), help=f"arms ({', '.join(ARMS)})")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="train in bf16 autocast (default on; --no-bf16 on a CPU without native bf16)")
+                   help="train in bf16 autocast (default: on a GPU or a CPU with native bf16, else float32)")
     p.add_argument("--docs", action="store_true", help="also write the report and chart into docs/ "
                                                         "(method_study_results.md, method_study.png)")
     p.add_argument("--stages", default=",".join(STAGE_KINDS),
@@ -186,13 +190,23 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[StudyConfig, argparse
                 "max_length", "max_steps", "max_tokens", "inject_step", "workers", "eval_worlds", "threads", "parallel"):
         if getattr(args, key) is not None:
             setattr(cfg, key, getattr(args, key))
-    if args.bf16 is not None:
-        cfg.bf16 = args.bf16
+    cfg.bf16 = native_bf16(cfg.device) if args.bf16 is None else args.bf16
     args.stages = names(args.stages)
     if not args.stages or set(args.stages) - set(STAGE_KINDS):
         raise InputError(f"--stages takes {', '.join(STAGE_KINDS)}; got {args.stages!r}", field="stages")
     validate(cfg)
     return cfg, args
+
+
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CUDA GPU, or a CPU whose flags list AVX512-BF16 or AMX-BF16."""
+    if device == "cuda":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux: float32, the safe choice
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def _default_device() -> str:
