@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from agentrefine_lg.errors import InputError
+from agentrefine_lg.eval import study as study_lib  # the study's stages; run.py is its command line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,10 +71,10 @@ def test_arms_differ_only_in_data_and_masking_and_train_from_scratch_by_default(
 
 def test_every_arm_trains_with_the_studys_recipe_bf16_where_native_and_adam_beta2(study, tmp_path, monkeypatch):
     # bf16 autocast only where the hardware computes it (emulated bf16 on an AVX2 CPU is 11x slower than float32)
-    monkeypatch.setattr(study, "native_bf16", lambda device: False)
+    monkeypatch.setattr(study_lib, "native_bf16", lambda device: False)
     cmd = study.train_command(config(study, tmp_path), "refine", 0)
     assert option(cmd, "--bf16") == "false" and option(cmd, "--adam_beta2") == "0.95"
-    monkeypatch.setattr(study, "native_bf16", lambda device: True)
+    monkeypatch.setattr(study_lib, "native_bf16", lambda device: True)
     cmd = study.train_command(config(study, tmp_path), "refine", 0)
     assert option(cmd, "--bf16") == "true"
     cmd = study.train_command(config(study, tmp_path, "--no-bf16", "--adam-beta2", "0.999"), "refine", 0)
@@ -138,7 +139,7 @@ def test_stages_runs_only_the_kinds_asked_and_parallel_trains_that_many_at_once(
         (folder / "merged").mkdir(parents=True)
         (folder / "merged" / "config.json").write_text("{}")
         (folder / "train_log.json").write_text("{}")
-        (folder / "study_command.json").write_text(json.dumps(study._portable(stage.command)))
+        (folder / "study_command.json").write_text(json.dumps(study_lib._portable(stage.command)))
         with lock:
             running[0] -= 1
             ran.append(stage.name)
@@ -146,7 +147,7 @@ def test_stages_runs_only_the_kinds_asked_and_parallel_trains_that_many_at_once(
     def refuse(cfg, stage, log):
         raise AssertionError(f"{stage.name} was not asked for")
 
-    monkeypatch.setattr(study, "RUNNERS", {"data": refuse, "student": refuse, "train": fake_training,
+    monkeypatch.setattr(study_lib, "RUNNERS", {"data": refuse, "student": refuse, "train": fake_training,
                                            "eval": refuse, "report": refuse})
     out = tmp_path / "s"
     assert study.main(["--out", str(out), "--device", "cpu", "--stages", "train", "--parallel", "3"]) == 0
