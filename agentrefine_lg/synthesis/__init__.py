@@ -13,32 +13,5 @@ The graph factories and their state types are importable from here, as they were
 replaced: ``from agentrefine_lg.synthesis import create_synthesis_graph``.
 """
 
-from agentrefine_lg.synthesis.graphs import (
-    SynthesisInput,
-    SynthesisOutput,
-    SynthesisSettings,
-    SynthesisState,
-    TrajectoryInput,
-    add_traces,
-    attempts_of,
-    create_script_graph,
-    create_synthesis_graph,
-    create_trajectory_graph,
-    recursion_limit,
-    total_usage,
-)
-
-__all__ = [
-    "SynthesisInput",
-    "SynthesisOutput",
-    "SynthesisSettings",
-    "SynthesisState",
-    "TrajectoryInput",
-    "add_traces",
-    "attempts_of",
-    "create_script_graph",
-    "create_synthesis_graph",
-    "create_trajectory_graph",
-    "recursion_limit",
-    "total_usage",
-]
+from agentrefine_lg.synthesis.graphs import *  # noqa: F403  (the graphs' public names, as before the move)
+from agentrefine_lg.synthesis.graphs import __all__  # noqa: F401

@@ -1,15 +1,8 @@
 """The scripted Player: follows the engine's plan and, at seeded points, makes a realistic mistake.
 
-Mistakes come in the DM's three kinds and are built from the current state, then confirmed with the
-DM's own :func:`~agentrefine_lg.synthesis.grounded.dm.judge` (without committing), so the DM flags each one with
-the intended flag:
-
-- parameter errors: the next command in a wrong form (``take the apple please``, a verb the grammar lacks,
-  a shortened or invented name, swapped arguments, ``n`` for ``go north``);
-- place errors: jumping ahead to a later step whose object is in another room, or handling something
-  that is elsewhere;
-- logic errors: an exit that does not exist, a later step done too early (taking before opening,
-  unlocking before fetching the key), taking what is already carried, opening what is open or locked.
+Mistakes come in the DM's three kinds (:mod:`~agentrefine_lg.synthesis.grounded.mistakes`), are built from the
+current state and confirmed with the DM's own :func:`~agentrefine_lg.synthesis.grounded.dm.judge` (without
+committing), so the DM flags each one with the intended flag.
 
 After each mistake the next Player turn refines: its thought quotes the DM's observation and explains the
 fix, and its action is the plan's next step, which the engine accepts. Mistakes never follow each other,
