@@ -110,4 +110,5 @@ def is_unreachable(exc: BaseException) -> bool:
     return False
 
 
-__all__ = ["MalformedOutputError", "is_context_overflow", "is_fatal_error", "is_refused", "is_transient_error", "is_unreachable", "status_of"]
+__all__ = ["MalformedOutputError", "is_context_overflow", "is_fatal_error", "is_refused", "is_transient_error",
+           "is_unreachable", "status_of"]

@@ -432,12 +432,14 @@ class RefineNodes:
 
     def feedback(self, state: RefineState, config: RunnableConfig) -> Command:
         step = self._critic_step(state)
-        verdict = ask_critic(self.options.critic, self.structured_critic, step, config) if step is not None else None
+        critic = self.options.critic
+        verdict = ask_critic(critic, self.structured_critic, step, config) if step is not None else None
         return self._judge(state, verdict)
 
     async def afeedback(self, state: RefineState, config: RunnableConfig) -> Command:
         step = self._critic_step(state)
-        verdict = await aask_critic(self.options.critic, self.structured_critic, step, config) if step is not None else None
+        critic = self.options.critic
+        verdict = await aask_critic(critic, self.structured_critic, step, config) if step is not None else None
         return self._judge(state, verdict)
 
     def _judge(self, state: RefineState, verdict: CriticVerdict | None) -> Command:
@@ -446,8 +448,9 @@ class RefineNodes:
         item, result = queue.pop(0), state["refine_result"]
         env = self.env
         verdict_ = judge(item, result, script=Script.model_validate(state["refine_script"]),
-                         action_specs=self.options.action_specs, engine=env is not None, rule_check=self.options.rule_check,
-                         verdict=verdict, feedback_to_model=self.options.feedback_to_model)
+                         action_specs=self.options.action_specs, engine=env is not None,
+                         rule_check=self.options.rule_check, verdict=verdict,
+                         feedback_to_model=self.options.feedback_to_model)
         flags, observation, done = verdict_.flags, verdict_.observation, verdict_.done
         format_error, invalid, erroneous = verdict_.format_error, verdict_.invalid, verdict_.erroneous
         step = state.get("refine_step", 0)

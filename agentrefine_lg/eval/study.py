@@ -56,9 +56,6 @@ ARMS: dict[str, Arm] = {
     "mix": Arm("mix", "mix", True, "both rows of every train world: the refinement trajectory with its clean steps, "
                                   "erroneous turns masked"),
 }
-RECOMMENDED = "refine"
-"""The arm whose recipe `python -m training.sft` users are pointed to (examples/recommended_recipe/): the paper's, until
-the three-seed run of issue 25 settles whether `mix` is the better agent (docs/method_study.md)."""
 CONDITIONS = ("none", "parameter_error", "place_error", "logic_error")
 """Each evaluation world is played once as is and once per injected mistake kind."""
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
