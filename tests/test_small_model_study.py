@@ -202,7 +202,10 @@ def test_world_rows_are_a_clean_and_a_refinement_row_of_the_same_checked_world(w
     # the first step is never a mistake: every row trains the first action from the error-free start, and it
     # restates the objective as the clean row does
     first = [m for m in refine.messages if m.role == "assistant"][0]
-    assert first.train is not False and first.content.startswith("Thought: The objective:")
+    assert first.train is not False and first.content.startswith("Thought: The objective, step by step: ")
+    # ... as the plan's steps, which are the clean row's actions in order (not the goal's prose)
+    clean_actions = [m.content.split("Action:")[-1].strip() for m in clean.messages if m.role == "assistant"]
+    assert first.content.startswith(f"Thought: The objective, step by step: {', then '.join(clean_actions)}. ")
     assert first.content == [m for m in clean.messages if m.role == "assistant"][0].content
 
 

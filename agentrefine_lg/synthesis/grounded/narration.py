@@ -79,7 +79,10 @@ GROUNDED_STEP = {
     "look": ["Let me look around again.", "I'll look at the room once more."],
     "other": ['Next step towards the goal: "{action}".'],
 }
-GROUNDED_FIRST = "The objective: {objective} "
+# The first thought restates the objective as the plan's steps, not the goal's prose: the goal text lists
+# the same steps wrapped in a preamble ("Who's got a virtual machine...") that a small student copying it
+# word for word runs out of reply on before the first direction (measured: docs/method_study.md, 900 steps).
+GROUNDED_FIRST = "The objective, step by step: {steps}. "
 
 # Player: thoughts on the turn that contains a (deliberate, realistic) mistake.
 GROUNDED_MISTAKE = {

@@ -121,9 +121,10 @@ def refine_thought(script: Script, state: WorldState, bad: str, answer: Turn, fi
     return _fmt(narration.GROUNDED_REFINE["logic"], obs=obs, bad=bad, next=nxt)
 
 
-def _short_goal(goal: str, limit: int = 220) -> str:
-    goal = " ".join(goal.split())
-    return goal if len(goal) <= limit else goal[:limit].rsplit(" ", 1)[0] + "..."
+def plan_steps(plan: list[str] | tuple[str, ...], limit: int = 8) -> str:
+    """The plan's steps as one phrase ("go south, then take coin"), the first ``limit`` of a longer one."""
+    steps = ", then ".join(plan[:limit])
+    return steps + ", ..." if len(plan) > limit else steps
 
 
 # ---------------------------------------------------------------------------------------------- the role
@@ -210,8 +211,8 @@ class GroundedPlayer:
                                direction=mistake.direction)
             else:
                 thought = step_thought(script, state, fix, rng)
-            if not players:  # the first turn restates the objective, whether it errs or not
-                thought = narration.GROUNDED_FIRST.format(objective=_short_goal(script.goal)) + thought
+            if not players:  # the first turn restates the objective's steps, whether it errs or not
+                thought = narration.GROUNDED_FIRST.format(steps=plan_steps(initial)) + thought
             return Turn(turn=number, role="Player", thought=thought, action=mistake.action if mistake else fix)
 
     def _pick(self, script: Script, session: TextWorldSession, state: WorldState, plan: MistakePlan, index: int,
