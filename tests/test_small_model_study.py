@@ -414,3 +414,22 @@ def test_quick_study_runs_every_stage_end_to_end_and_resumes(study, tmp_path, ca
     capsys.readouterr()
     assert study.main(["--out", str(out), "--quick", "--device", "cpu"]) == 0
     assert "[train bc s0] done already; skipped" in capsys.readouterr().out
+
+
+def test_a_world_textworld_cannot_make_is_skipped_but_a_bug_propagates(worlds_module, monkeypatch, tmp_path):
+    from agentrefine_lg.synthesis.grounded.engine import NoUsableGameError
+
+    def no_game(spec, worlds, **kw):
+        raise NoUsableGameError("no usable game in 12 seeds")
+
+    monkeypatch.setattr(worlds_module, "world_rows", no_game)
+    result = worlds_module._make_world(("train", 0, ("coin_collector",), 2, 0, str(tmp_path)))
+    assert result["skipped"] == "failed" and "NoUsableGameError" in result["why"]
+
+    for bug in (RuntimeError("a bug"), ValueError("a bug"), InputError("the Player acts after a DM turn")):
+        def broken(spec, worlds, _bug=bug, **kw):
+            raise _bug
+
+        monkeypatch.setattr(worlds_module, "world_rows", broken)
+        with pytest.raises(type(bug)):
+            worlds_module._make_world(("train", 0, ("coin_collector",), 2, 0, str(tmp_path)))

@@ -138,6 +138,11 @@ warnings.filterwarnings("ignore", message=r".*is not fully supported")
 _TEXTWORLD_LOCK = threading.RLock()
 
 
+class NoUsableGameError(AgentRefineError):
+    """TextWorld made no usable game from a spec's seeds (generator errors, too short a quest, confusable names,
+    or a failed Inform 7 compile): the world is skipped, not a bug."""
+
+
 def _make(spec: GameSpec):
     """Build the textworld.Game (not compiled), re-seeding until the walkthrough is long enough."""
     _require_textworld()
@@ -172,7 +177,7 @@ def _make(spec: GameSpec):
         last = len(game.metadata.get("walkthrough") or [])
         if last >= spec.min_steps and not ambiguous_names(game):
             return game, opts
-    raise RuntimeError(f"{spec.kind} game with seed {spec.seed} and settings {settings}: no usable game in 12 "
+    raise NoUsableGameError(f"{spec.kind} game with seed {spec.seed} and settings {settings}: no usable game in 12 "
                        f"seeds (walkthrough shorter than {spec.min_steps} steps (last {last}), names the parser "
                        f"confuses, or generator errors (last: {failure!r}))")
 
@@ -214,6 +219,7 @@ def generate_game(spec: GameSpec, cache_dir: str | os.PathLike | None = None) ->
     """
     _require_textworld()
     from textworld.generator import compile_game
+    from textworld.generator.inform7.world2inform7 import CouldNotCompileGameError
 
     cache = resolve_cache_dir(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -227,7 +233,10 @@ def generate_game(spec: GameSpec, cache_dir: str | os.PathLike | None = None) ->
         with tempfile.TemporaryDirectory(dir=cache, prefix=".gen-") as tmp:
             opts.path = str(Path(tmp) / f"{spec.stem}.z8")
             opts.force_recompile = True
-            compile_game(game, opts)
+            try:
+                compile_game(game, opts)
+            except CouldNotCompileGameError as exc:
+                raise NoUsableGameError(f"{spec.stem}: Inform 7 could not compile this game ({exc})") from exc
             # The .json first: a present .z8 promises a complete game.
             os.replace(Path(tmp) / f"{spec.stem}.json", js)
             os.replace(Path(tmp) / f"{spec.stem}.z8", z8)
@@ -611,6 +620,7 @@ class SessionPool:
 
 __all__ = [
     "DIRECTIONS",
+    "NoUsableGameError",
     "ENGINE_NAME",
     "GAME_KINDS",
     "ActionForm",

@@ -171,9 +171,11 @@ def _make_world(job: tuple[str, int, tuple[str, ...], int, int, str]) -> dict[st
             return {"split": split, "index": index, "skipped": "too_long"}
         return {"split": split, "index": index, "kind": world_kind(index, kinds), "stem": spec.stem,
                 "key": _content_key(script), "script": _paper(script)}
-    except (AgentRefineError, RuntimeError, ValueError) as exc:
-        # TextWorld could not make a usable game from this seed, or a trajectory failed a check: the world is
-        # skipped and counted; anything else (a bug) propagates
+    except InputError:
+        raise  # the teacher was called wrongly: a bug here, never a skipped world
+    except AgentRefineError as exc:
+        # TextWorld could not make a usable game from this seed (NoUsableGameError), or the teacher's trajectory
+        # failed a check: the world is skipped and counted; anything else (a bug, TextWorld's included) propagates
         return {"split": split, "index": index, "skipped": "failed", "why": f"{type(exc).__name__}: {exc}"[:300]}
     finally:
         worlds.close()
