@@ -13,8 +13,8 @@ request's client time in a py-spy profile, in this same process as the server (2
 
 Measured 2026-12-03, 2 AVX2 cores, nothing else running (the benchmark itself keeps both cores busy): see
 docs/benchmarks.md. Earlier: 2026-11-26 (load 1.6, ``httpx.post`` per request, 3 requests at concurrency 1) gave a
-lone request 2.5x slower with batching (6 vs 15 requests/s); with a kept client and 20 requests per point the
-lone rates here were 0.80-1.17x in four runs, and the paired medians below settle it.
+lone request 2.5x slower with batching; with a kept client and 30 paired requests batching was 0.77-0.93x, and
+since lone requests run plain ``generate`` 0.99-1.02x.
 """
 
 from __future__ import annotations

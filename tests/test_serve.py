@@ -61,6 +61,42 @@ def test_chat_openai_non_streaming_and_streaming_agree(server) -> None:
     assert streamed == reply.content  # greedy decoding: same text either way
 
 
+def test_a_lone_request_runs_plain_generate_and_overlapping_ones_are_batched(server, monkeypatch) -> None:
+    """Batching on (the default): a request that arrives alone is answered by plain ``generate`` (the batching
+    scheduler's per-step work made it slower); requests that overlap share the scheduler's forward passes; greedy
+    replies are the same either way."""
+    import threading
+    import time
+
+    from transformers import LlamaForCausalLM
+
+    forward, seen, lock = LlamaForCausalLM.forward, [], threading.Lock()
+
+    def watched(self, *args, **kwargs):  # slow enough (~5 ms a token) for the concurrent requests to overlap
+        with lock:
+            seen.append(threading.current_thread().name)  # "... (_run)": generate; "... (_run_generation_loop)"
+        time.sleep(0.005)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", watched)
+    lone = _complete(server, max_tokens=16).choices[0].message.content
+    assert seen and not any("generation_loop" in name for name in seen)
+    seen.clear()
+
+    replies: list[str] = []
+
+    def one() -> None:
+        replies.append(_complete(server, max_tokens=16).choices[0].message.content)
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert replies == [lone] * 4
+    assert any("generation_loop" in name for name in seen)  # the overlapping ones were batched
+
+
 def test_max_tokens_is_respected(server) -> None:
     response = _complete(server, max_tokens=3)
     assert response.usage.completion_tokens <= 3

@@ -23,6 +23,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import copy
 import json
 import math
 import os
@@ -423,14 +425,26 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
     # transformers serve logs every request at WARNING ("[Request received]"); keep our console quiet.
     logging.getLogger("transformers.cli.serving").setLevel(logging.ERROR)
     logging.getLogger("transformers.generation.configuration_utils").setLevel(logging.ERROR)
-    # Continuous batching (transformers' paged-attention scheduler): concurrent requests share forward passes
-    # instead of queueing on one generate at a time (4 concurrent requests: 1.6x the requests/s of one on the
-    # tiny model, 2 cores at load 1.1; without it 1.2x; benchmarks/serving_concurrency.py).
+    # Continuous batching (transformers' paged-attention scheduler) while requests overlap: they share forward
+    # passes instead of queueing on one generate at a time (4 concurrent requests: 1.2-2.3x the requests/s of one on
+    # the tiny model in runs on 2 cores; one at a time 0.9-1.3x; benchmarks/serving_concurrency.py). A request that arrives
+    # alone runs plain ``generate`` instead: the scheduler's per-step batch preparation made a lone request
+    # 0.77-0.93x as fast (same benchmark, paired). Both paths run the same weights at once (inference only); a
+    # model in eager attention gets a copy for the lone path, as the scheduler switches the model it runs to
+    # paged eager attention in place (sdpa, the CPU default, it leaves as it is).
     manager = ModelManager(device=device, dtype=dtype, force_model=model_dir, model_timeout=-1,
                            continuous_batching=batching)
     limits = limits or ServeLimits()
-    state = GenerationState(continuous_batching=batching,
-                            cb_config=_cpu_batching_config(model_dir, limits) if batching and device == "cpu" else None)
+    lone = contextvars.ContextVar("agentrefine_lone_request", default=not batching)
+    in_flight = [0]  # requests being answered; touched only on the event loop
+
+    class State(GenerationState):
+        def use_continuous_batching(self, model, modality) -> bool:
+            return not lone.get() and super().use_continuous_batching(model, modality)
+
+    state = State(continuous_batching=batching,
+                  cb_config=_cpu_batching_config(model_dir, limits) if batching and device == "cpu" else None)
+    lone_model: list[Any] = []  # the model the lone path runs (batching on): the served one, or its copy
 
     class Handler(ChatCompletionHandler):
         def _resolve_model(self, body: dict):  # public name -> the pinned local folder
@@ -439,9 +453,15 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
                 raise HTTPException(status_code=404, detail=f"model {requested!r} not served here; use {model_name!r}")
             body["model"] = model_dir
             _, model, processor = super()._resolve_model(body)
+            if lone_model and lone.get():
+                model = lone_model[0]
             return model_name, model, processor
 
     handler = Handler(model_manager=manager, generation_state=state)
+    if batching:
+        served = handler._resolve_model({"model": model_dir})[1]
+        # an eager model is copied now, before the scheduler switches it to paged attention on its first batch
+        lone_model.append(served if served.config._attn_implementation == "sdpa" else copy.deepcopy(served))
 
     log = logging.getLogger("agentrefine.serve")
 
@@ -479,13 +499,25 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
         stops = body.get("stop") or []
         stops = [stops] if isinstance(stops, str) else stops
         request_id = request.headers.get("x-request-id") or secrets.token_hex(8)
+        in_flight[0] += 1
+        done = True  # False once a stream owns the count (it is given back when the stream ends)
+        token = None
         try:
+            token = lone.set(not batching or in_flight[0] == 1)
             response = await handler.handle_request(body, request_id)
+            if isinstance(response, StreamingResponse):
+                response.body_iterator = _counted(response.body_iterator, in_flight)
+                done = False
         except HTTPException as exc:
             return _error(400 if exc.status_code == 422 else exc.status_code, str(exc.detail))
         except Exception as exc:  # noqa: BLE001 - answered as JSON, logged in one line, never a bare 500
             log.error("request %s failed: %s: %s", request_id, type(exc).__name__, exc)
             return _error(500, f"the server failed on this request ({type(exc).__name__})", kind="server_error")
+        finally:
+            if token is not None:
+                lone.reset(token)
+            if done:
+                in_flight[0] -= 1
         if not stops:
             return response
         if isinstance(response, StreamingResponse):
@@ -517,6 +549,15 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
         manager.shutdown()
 
     return _ApiKeyGate(_BodyLimit(app, limits.max_request_bytes), api_key), shutdown
+
+
+async def _counted(chunks: Any, in_flight: list[int]):
+    """A response stream that gives its request's place in ``in_flight`` back when it ends (or is dropped)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        in_flight[0] -= 1
 
 
 def _error(status: int, message: str, *, param: str | None = None, code: str | int | None = None,
