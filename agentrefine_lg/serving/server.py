@@ -426,9 +426,9 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
     logging.getLogger("transformers.cli.serving").setLevel(logging.ERROR)
     logging.getLogger("transformers.generation.configuration_utils").setLevel(logging.ERROR)
     # Continuous batching (transformers' paged-attention scheduler) while requests overlap: they share forward
-    # passes instead of queueing on one generate at a time (4 concurrent requests: 1.2-2.3x the requests/s of one on
-    # the tiny model in runs on 2 cores; one at a time 0.9-1.3x; benchmarks/serving_concurrency.py). A request that arrives
-    # alone runs plain ``generate`` instead: the scheduler's per-step batch preparation made a lone request
+    # passes instead of queueing on one generate at a time (4 concurrent requests: 1.2-2.3x the requests/s of one
+    # on the tiny model in runs on 2 cores; one at a time 0.9-1.3x; benchmarks/serving_concurrency.py). A request
+    # that arrives alone runs plain ``generate`` instead: the scheduler's per-step batch preparation made a lone request
     # 0.77-0.93x as fast (same benchmark, paired). Both paths run the same weights at once (inference only); a
     # model in eager attention gets a copy for the lone path, as the scheduler switches the model it runs to
     # paged eager attention in place (sdpa, the CPU default, it leaves as it is).
@@ -552,7 +552,8 @@ def _build_app(model_dir: str, *, model_name: str, api_key: str, device: str, dt
 
 
 async def _counted(chunks: Any, in_flight: list[int]):
-    """A response stream that gives its request's place in ``in_flight`` back when it ends (or is dropped)."""
+    """A response stream that gives its request's place in ``in_flight`` back when it ends or is closed (a client
+    that goes away mid-stream); a stream never started keeps its place, so later requests are only batched."""
     try:
         async for chunk in chunks:
             yield chunk

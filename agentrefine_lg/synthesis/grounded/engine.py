@@ -177,9 +177,9 @@ def _make(spec: GameSpec):
         last = len(game.metadata.get("walkthrough") or [])
         if last >= spec.min_steps and not ambiguous_names(game):
             return game, opts
-    raise NoUsableGameError(f"{spec.kind} game with seed {spec.seed} and settings {settings}: no usable game in 12 "
-                       f"seeds (walkthrough shorter than {spec.min_steps} steps (last {last}), names the parser "
-                       f"confuses, or generator errors (last: {failure!r}))")
+    raise NoUsableGameError(f"{spec.kind} game with seed {spec.seed} and settings {settings}: no usable game in "
+                            f"12 seeds (walkthrough shorter than {spec.min_steps} steps (last {last}), names the "
+                            f"parser confuses, or generator errors (last: {failure!r}))")
 
 
 def ambiguous_names(game: Any) -> tuple[str, str] | None:
@@ -620,12 +620,12 @@ class SessionPool:
 
 __all__ = [
     "DIRECTIONS",
-    "NoUsableGameError",
     "ENGINE_NAME",
     "GAME_KINDS",
     "ActionForm",
     "GameInfo",
     "GameSpec",
+    "NoUsableGameError",
     "SessionPool",
     "TextWorldSession",
     "WorldState",
