@@ -38,6 +38,12 @@ class MalformedOutputError(ValueError):
         self.raw = raw
 
 
+def _class_names(exc: BaseException) -> set[str]:
+    """The names of ``exc``'s class and its bases; for an error raised in a synthesis worker process
+    (:class:`~agentrefine_lg.synthesis.workers.WorkerError`), those of the original exception too."""
+    return {cls.__name__ for cls in type(exc).__mro__} | set(getattr(exc, "class_names", ()))
+
+
 def status_of(exc: BaseException) -> int | None:
     """The HTTP status an API error carries (``exc.status_code`` or ``exc.response.status_code``)."""
     for obj in (exc, getattr(exc, "response", None)):
@@ -50,21 +56,22 @@ def status_of(exc: BaseException) -> int | None:
 def is_transient_error(exc: BaseException) -> bool:
     """Worth retrying the same call: rate limits (429), server errors (5xx), timeouts, dropped connections.
     Malformed output and bad requests are not."""
-    if isinstance(exc, MalformedOutputError):
+    names = _class_names(exc)
+    if "MalformedOutputError" in names:
         return False
     status = status_of(exc)
     if status is not None:
         return status in _TRANSIENT_STATUS or status >= 500
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError)):
         return True
-    return bool({cls.__name__ for cls in type(exc).__mro__} & _TRANSIENT_NAMES)
+    return bool(names & (_TRANSIENT_NAMES | {"TimeoutError", "ConnectionError"}))
 
 
 def is_refused(exc: BaseException) -> bool:
     """The endpoint refused us (401/403/404, a bad or missing key): a configuration error."""
     if status_of(exc) in _FATAL_STATUS:
         return True
-    names = {cls.__name__ for cls in type(exc).__mro__}
+    names = _class_names(exc)
     if names & (_FATAL_NAMES - {"BlockingError"}):
         return True
     # openai raises OpenAIError("The api_key client option must be set ...") when no key is configured.
@@ -73,9 +80,10 @@ def is_refused(exc: BaseException) -> bool:
 
 def is_fatal_error(exc: BaseException) -> bool:
     """Configuration or programming errors that every later call would repeat: raise, never count them."""
-    if is_refused(exc) or "BlockingError" in {cls.__name__ for cls in type(exc).__mro__}:
+    names = _class_names(exc)
+    if is_refused(exc) or "BlockingError" in names:
         return True
-    return isinstance(exc, _PROGRAMMING)
+    return isinstance(exc, _PROGRAMMING) or bool(names & {cls.__name__ for cls in _PROGRAMMING})
 
 
 _CONTEXT_OVERFLOW = re.compile(
@@ -104,7 +112,7 @@ def is_unreachable(exc: BaseException) -> bool:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ConnectionError) or is_refused(current) or \
-                {cls.__name__ for cls in type(current).__mro__} & _UNREACHABLE_NAMES:
+                _class_names(current) & (_UNREACHABLE_NAMES | {"ConnectionError"}):
             return True
         current = current.__cause__ or current.__context__
     return False

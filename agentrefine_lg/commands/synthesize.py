@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 from pathlib import Path
+from typing import Any
 
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.synthesis.graphs import SynthesisSettings, create_synthesis_graph, recursion_limit
@@ -24,7 +26,8 @@ from agentrefine_lg.synthesis.runner import (
     run_synthesis,
     write_json_atomic,
 )
-from agentrefine_lg.synthesis.teachers import GROUNDED_MAX_TURNS, build_teacher
+from agentrefine_lg.synthesis.teachers import GROUNDED_MAX_TURNS, Teacher, build_teacher
+from agentrefine_lg.synthesis.workers import SynthesisWorkers, role_stats as sum_role_stats
 
 DEFAULTS = SynthesisSettings()
 
@@ -51,7 +54,11 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--format-retries", type=int, default=1, help="malformed answers fed back per call (default 1)")
     t.add_argument("--cache-dir", help="grounded teacher: where generated worlds are cached")
     r = parser.add_argument_group("limits (docs/method.md §3)")
-    r.add_argument("--concurrency", type=int, default=8, help="personas in flight (default 8)")
+    r.add_argument("--concurrency", type=int, default=8, help="personas in flight, over all workers (default 8)")
+    r.add_argument("--workers", type=int, default=1,
+                   help="processes that run the personas (default 1: this one). One event loop is CPU-bound past "
+                        "about 64 personas in flight, and the grounded teacher compiles worlds on the CPU; the "
+                        "workers share one --out, ledger and resume")
     r.add_argument("--max-script-attempts", type=int, default=DEFAULTS.max_script_attempts)
     r.add_argument("--max-trajectory-attempts", type=int, default=DEFAULTS.max_trajectory_attempts)
     r.add_argument("--restart-after", type=int, default=DEFAULTS.restart_after)
@@ -81,6 +88,30 @@ def _parse_prices(items: list[str]) -> dict[str, tuple[float, float]]:
     return out
 
 
+def _build(options: dict[str, Any]) -> tuple[Teacher, SynthesisSettings, Any]:
+    """The teacher, limits and compiled synthesis graph the command's options describe (in this process, and again
+    in each ``--workers`` process)."""
+    teacher = build_teacher(teacher=options["teacher"], base_url=options["base_url"], model=options["model"],
+                            api_key=options["api_key"], mode=options["mode"], structured=options["structured"],
+                            temperature=options["temperature"], min_pairs=options["min_pairs"],
+                            format_retries=options["format_retries"], cache_dir=options["cache_dir"])
+    settings = SynthesisSettings(
+        max_script_attempts=options["max_script_attempts"], max_trajectory_attempts=options["max_trajectory_attempts"],
+        restart_after=options["restart_after"], min_pairs=options["min_pairs"],
+        max_turns=options["max_turns"] or teacher.default_max_turns, llm_max_attempts=options["llm_max_attempts"],
+        retry_initial_interval=options["retry_interval"], llm_timeout=options["llm_timeout"],
+    )
+    graph = create_synthesis_graph(teacher.script_writer, teacher.trajectory_roles, mode=teacher.mode,  # type: ignore[arg-type]
+                                   settings=settings).compile()
+    return teacher, settings, graph
+
+
+def _worker_graph(options: dict[str, Any]) -> tuple[Any, list[Any]]:
+    """A ``--workers`` process's graph and the roles whose counters it reports."""
+    teacher, _, graph = _build(options)
+    return graph, list(teacher.roles)
+
+
 def cli_run(args: argparse.Namespace) -> int:
     prices = _parse_prices(args.price)
     if not args.out:
@@ -90,16 +121,10 @@ def cli_run(args: argparse.Namespace) -> int:
         print(format_summary(summary))
         return 0
     shard = parse_shard(args.shard)
-    teacher = build_teacher(teacher=args.teacher, base_url=args.base_url, model=args.model, api_key=args.api_key,
-                            mode=args.mode, structured=args.structured, temperature=args.temperature,
-                            min_pairs=args.min_pairs, format_retries=args.format_retries, cache_dir=args.cache_dir)
-    settings = SynthesisSettings(
-        max_script_attempts=args.max_script_attempts, max_trajectory_attempts=args.max_trajectory_attempts,
-        restart_after=args.restart_after, min_pairs=args.min_pairs, max_turns=args.max_turns or teacher.default_max_turns,
-        llm_max_attempts=args.llm_max_attempts, retry_initial_interval=args.retry_interval, llm_timeout=args.llm_timeout,
-    )
-    graph = create_synthesis_graph(teacher.script_writer, teacher.trajectory_roles, mode=teacher.mode,  # type: ignore[arg-type]
-                                   settings=settings).compile()
+    if args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}", field="workers")
+    options = {k: v for k, v in vars(args).items() if k != "func"}
+    teacher, settings, graph = _build(options)
     personas = load_personas(args.personas)
     run_args = {k: v for k, v in vars(args).items() if k not in ("api_key", "func")}
     manifest = {
@@ -112,19 +137,32 @@ def cli_run(args: argparse.Namespace) -> int:
     if previous.get("teacher") and (previous.get("teacher"), previous.get("mode")) != (teacher.name, teacher.mode):
         print(f"agentrefine synthesize: note: {args.out} was started with teacher {previous.get('teacher')!r} "
               f"({previous.get('mode')}); this run adds samples from {teacher.name!r} ({teacher.mode})", file=sys.stderr)
+    role_stats: dict[str, dict[str, Any]] = {}
+
+    async def run() -> Any:
+        kwargs = dict(n=args.n, concurrency=args.concurrency, shard=shard, retry_rejected=args.retry_rejected,
+                      recursion_limit=recursion_limit(settings, teacher.mode),  # type: ignore[arg-type]
+                      progress=False if args.no_progress else None, manifest=manifest, prices=prices)
+        if args.workers == 1:
+            return await run_synthesis(graph, personas, args.out, **kwargs)
+        pool = SynthesisWorkers(functools.partial(_worker_graph, options), args.workers)
+        try:
+            async with pool:
+                return await run_synthesis(pool, personas, args.out, **kwargs)
+        finally:
+            role_stats.update(pool.role_stats)
+
     try:
-        result = asyncio.run(run_synthesis(
-            graph, personas, args.out, n=args.n, concurrency=args.concurrency, shard=shard,
-            retry_rejected=args.retry_rejected, recursion_limit=recursion_limit(settings, teacher.mode),  # type: ignore[arg-type]
-            progress=False if args.no_progress else None, manifest=manifest, prices=prices))
+        result = asyncio.run(run())
     except asyncio.CancelledError:  # SIGTERM: the run cancelled itself and wrote its manifest
         print(f"agentrefine synthesize: terminated; {args.out} holds everything finished so far (manifest status "
               "'interrupted'); rerun the same command to resume", file=sys.stderr)
         return 143
-    stats = {getattr(r, "name", "?"): getattr(r, "stats", None) for r in teacher.roles if getattr(r, "stats", None)}
-    if stats:
+    if args.workers == 1:
+        role_stats.update(sum_role_stats((type(r).__name__, r.stats) for r in teacher.roles if getattr(r, "stats", None)))
+    if role_stats:
         manifest_now = read_manifest(Path(args.out))
-        manifest_now["role_stats"] = {f"{type(r).__name__}": r.stats for r in teacher.roles if getattr(r, "stats", None)}
+        manifest_now["role_stats"] = role_stats
         write_json_atomic(Path(args.out) / MANIFEST, manifest_now)
     if result.new_accepted == 0 and result.new_rejected == 0 and result.crashed == 0 and not result.exhausted:
         print(f"agentrefine synthesize: nothing to do: {args.out} already holds {result.summary['accepted']} accepted "

@@ -257,7 +257,9 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 def _failure(exc: BaseException) -> str:
-    return _one_line(f"{type(exc).__name__}: {exc}")
+    # an error from a worker process (synthesis/workers.py) is named for the original exception's class
+    name = next(iter(getattr(exc, "class_names", ())), type(exc).__name__)
+    return _one_line(f"{name}: {exc}")
 
 
 async def run_synthesis(
