@@ -3,6 +3,7 @@ in-process model (``agentrefine eval --model-dir``: episodes in threads, their r
 generation thread that keeps each episode's KV cache between turns) — issue 15's goal is >= 2.5 on 2 cores.
 
     python benchmarks/eval_concurrency.py [--model DIR] [--task babyai] [--episodes 8] [--max-steps 6]
+    python benchmarks/eval_concurrency.py --student-decode [300 1100]   # the bound for the study's student
 
 The model is the tiny local one unless ``--model`` names a folder; its replies are not valid actions, so every
 episode runs its full ``--max-steps`` and the two runs do the same work. Prints steps/s, the ratio, how many
@@ -12,6 +13,19 @@ Measured (2 cores, load 1.2-1.7, 16 episodes x 8 steps), before -> after continu
 in ``local_model``: the tiny model on BabyAI 25.2 -> 29.8 steps/s alone and 32.0 -> 50.2 with 4 (ratio 1.27 -> 1.68);
 the study's 2.26 M student on grounded worlds (``--model runs/study/train/refine-s0/merged --task textworld
 --max-tokens 128``, ``AGENTREFINE_EVAL_WORLDS`` set) 7.3 -> 12.7 alone and 5.6 -> 12.6 with 4 (0.77 -> 0.99).
+
+2026-12-04, from a clean clone (load 0.7-1.0): the tiny model on BabyAI, 16 episodes x 8 steps, 20.2 steps/s alone
+and 40.5 with 4: ratio 2.01. ``--student-decode`` (the student's architecture, randomly initialised, decoding in the
+engine's batch cache alone, best of 3 x 64 steps): with 1,100-token rows 2.03 ms a step for one row and 3.83 ms for
+four, so 4 rows decode 2.12x the rows/s of one (2.37x with 2 torch threads); with 300-token rows 2.72x (2.64x).
+torch's profiler over those steps (1 thread): one row 2.65 ms, of which matrix products (the weights) 35 % and SDPA's
+CPU flash-attention kernel 25 %; four rows 4.67 ms, products 33 % (1.66x one row's) and attention 40 % (2.8x): each
+row's attention reads its own KV cache, 6.8 MB at 1,100 tokens, at about 14 GB/s, and no batching shares that.
+Decoding is most of an episode's time (below: 6.5 s of the generation thread's 8.6 with 4 episodes) and a prompt's
+prefill is computed per row, so 4 episodes of the student gain less than their decoding's 2.1-2.4x: 2.5x would need
+one episode alone to leave the generation thread idle for a quarter of its time or more, and the episodes of a trained
+student with a 1,100-token conversation did not (1.01-1.11x, 2026-11-26). Shorter conversations (2.7x at 300 tokens
+of decoding) or a model with fewer KV heads could; the architecture is the study's, fixed by its training runs.
 
 Where the time goes (py-spy and timers in the generation thread, which is busy all the time with 4 episodes):
 - the student: decoding steps 6.5 s of 8.6, prompts' new tokens 1.3 s, joining/leaving the batch 0.8 s. A step
@@ -47,8 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def measure(model_dir: str, task: str, episodes: int, max_steps: int, workers: int, max_tokens: int) -> float:
-    from agentrefine_lg import local_model
     from agentrefine_lg.eval.harness import ModelSpec, run_eval
+    from agentrefine_lg.serving import local_model
 
     spec = ModelSpec(local=model_dir, max_tokens=max_tokens)
     batcher = local_model._batcher(model_dir, "cpu")
@@ -68,6 +82,61 @@ def measure(model_dir: str, task: str, episodes: int, max_steps: int, workers: i
     return steps / elapsed
 
 
+def decode_bound(model: object, context: int, steps: int = 64) -> dict[int, float]:
+    """Milliseconds per decoding step of ``model`` in the engine's batch cache (``local_model._pack``: left-padded,
+    grown in place) with 1, 2 and 4 rows of about ``context`` tokens: decoding alone, the part of an episode's time
+    that batching can share, so 4 x ms(1) / ms(4) bounds what 4 concurrent episodes can gain."""
+    import torch
+    from transformers import DynamicCache
+
+    from agentrefine_lg.serving.local_model import _pack
+
+    vocab = model.config.vocab_size
+
+    def one(batch: int) -> float:
+        rows = []
+        with torch.inference_mode():
+            for b in range(batch):
+                n = context - 37 * b  # rows of different lengths, as episodes' conversations are
+                out = model(input_ids=torch.randint(0, vocab, (1, n)), cache=DynamicCache(), use_cache=True,
+                            logits_to_keep=1)
+                rows.append(([(layer.keys, layer.values) for layer in out.cache.layers], 0, n))
+            cache, mask = _pack(rows, steps + 1)
+            tokens = torch.zeros(batch, 1, dtype=torch.long)
+            started = time.perf_counter()
+            for s in range(steps):
+                mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+                position = torch.tensor([[n + s] for _, _, n in rows])
+                out = model(input_ids=tokens, position_ids=position, attention_mask=mask, cache=cache, use_cache=True)
+                tokens = out.logits[:, -1].argmax(-1, keepdim=True)
+            return (time.perf_counter() - started) / steps * 1000
+
+    one(1), one(4)  # warm-up
+    return {batch: min(one(batch) for _ in range(3)) for batch in (1, 2, 4)}
+
+
+def student_decode(context: int) -> None:
+    """The decoding bound for the method study's student architecture (``training.tiny.STUDENT_CONFIG``, randomly
+    initialised: the speed of a step does not depend on the weights), at each torch thread count."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from training.tiny import STUDENT_CONFIG, STUDENT_VOCAB_SIZE
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=STUDENT_VOCAB_SIZE, **STUDENT_CONFIG)
+    config._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(config).eval()
+    threads = torch.get_num_threads()
+    for n in sorted({1, threads}):
+        torch.set_num_threads(n)
+        ms = decode_bound(model, context)
+        print(f"student architecture, decoding alone, {context}-token rows, {n} torch thread(s): "
+              + ", ".join(f"{b} row(s) {t:.2f} ms/step" for b, t in ms.items())
+              + f"; rows/s with 4 rows / 1: {4 * ms[1] / ms[4]:.2f}", flush=True)
+    torch.set_num_threads(threads)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model folder (default: the tiny local model)")
@@ -75,7 +144,15 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--student-decode", type=int, nargs="*", metavar="TOKENS",
+                        help="only the decoding bound of the study's student architecture, at these context lengths "
+                             "(default 300 1100): no trained student needed")
     args = parser.parse_args()
+    if args.student_decode is not None:
+        for context in args.student_decode or (300, 1100):
+            student_decode(context)
+        print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:

@@ -69,7 +69,7 @@ def measure(model_dir: str, prompt_tokens: int, new_tokens: int, threads: int,
             repeats: int) -> tuple[float, float, float]:
     import torch
 
-    from agentrefine_lg import local_model
+    from agentrefine_lg.serving import local_model
 
     torch.set_num_threads(threads)
     # a generation thread of its own, started after set_num_threads (a running thread keeps the count it began with)

@@ -1,32 +1,40 @@
 """Synthesis throughput against an OpenAI-compatible endpoint with a fixed latency, as a ratio of the ideal.
 
-    python benchmarks/synthesis.py [--latency 0.5] [--concurrency 1 8 64]
+    python benchmarks/synthesis.py [--latency 0.5] [--jitter 0] [--concurrency 1 8 64] [--workers 1 2] [--rounds 4]
 
 A local server (a separate process, stdlib asyncio) answers every chat completion after exactly ``L``
-seconds: the paper's script for script prompts, the paper's trajectory for trajectory prompts, so every
-persona is accepted with 2 LLM calls (one-shot mode). The real client stack runs: ``langchain-openai``
--> LLM roles -> the compiled synthesis graph -> the resumable runner (fsync'd JSONL).
+seconds (``--jitter J``: uniformly from L(1-J) to L(1+J)): the paper's script for script prompts, the paper's
+trajectory for trajectory prompts, so every persona is accepted with 2 LLM calls (one-shot mode). The real client
+stack runs: ``langchain-openai`` -> LLM roles -> the compiled synthesis graph -> the resumable runner (fsync'd
+JSONL), in this process or (``--workers N``) in N worker processes with this one keeping the ledger, as
+``agentrefine synthesize --workers N`` runs. ``--rounds`` personas per slot of concurrency (4: 256 personas at C=64).
 
-- throughput ratio at concurrency C = (accepted / wall) / (C / (L x calls per accepted)); target >= 0.9 at C=64.
+- throughput ratio at concurrency C = (accepted / wall) / (C / (L x calls per accepted)); targets >= 0.9 at C=64
+  (256 personas) and >= 0.8 at C=256.
 - graph overhead per LLM call: the same graph with instant in-process roles, CPU time / calls (everything
   that is not the LLM: nodes, checks, conversion, LangGraph itself); target < 5 ms. Wall time is printed
   too; on a shared machine it adds the time spent waiting for a CPU. Also the end-to-end overhead per
   call at C=1 over HTTP, (wall - calls x L) / calls, which adds the HTTP client and the runner's I/O.
+- client CPU per call: this process's CPU plus its workers' (read from /proc), over the LLM calls.
 
-Measured (2 cores, load 0.2-1.0, 0.5 s latency): C=1 0.98, C=8 0.95, C=64 0.74 (256 personas) and 0.80 (768,
-``--rounds 12``: fill and drain weigh less); C=256 at 5 s latency 0.87; client CPU 4.3-5.6 ms per call (the graph's
-own share 1.3-1.4 ms). ``--processes 2`` (two ``--shard`` processes, as a user scales past one core): C=64 0.70
-(256 personas) and 0.855 (768). The 0.9 targets are not met.
+Measured 2026-12-04 from a clean clone (2 AMD EPYC cores, load 0.5-1.1, 0.5 s latency; docs/benchmarks.md has every
+run): C=1 0.98, C=8 0.95-0.96; C=64 with 256 personas 0.67-0.78 in one process, 0.80-0.83 with 2 workers, 0.85-0.86
+with 3 (0.85 with 4); with 768 personas (``--rounds 12``) 0.81-0.82, 0.89-0.91 and 0.91-0.93; C=256 at 5 s latency
+0.875 in one process and 0.92 with 2 workers. Client CPU 5.1-6.2 ms per call from C=8 (9.5-9.9 at C=1), the graph's
+own share 1.7 ms.
 
-Why (py-spy over a C=64 run, samples of the client process that were not idle): asyncio's loop 19 %, the openai
-SDK 9 %, langchain-core 7 %, httpcore/httpx 10 %, LangGraph's task loop and our runner 8 %, pydantic and json 5 %,
-our checks and roles 3 %. The same chat call alone, per layer (C=32, this machine): httpx 0.55 ms CPU, the openai
-SDK 1.2 ms, langchain-openai 1.9-2.1 ms. The endpoint answers every request after exactly L, so the replies of one
-wave come back together and wait their turn on the one event loop: a reply waits C x cpu / 2 on average and the
-ratio is about L / (L + C x cpu / 2) = 0.76 at C=64 and 4.8 ms, as measured. 0.9 needs about 1.7 ms per call at
-C=64, less than langchain-openai alone takes, so swapping the client for raw httpx (saving about 1.5 ms) would not
-reach it either; langchain-openai stays. Two shard processes halve each loop's burst but share the 2 cores with the
-endpoint and split the personas unevenly by hash.
+Where the time goes at C=64 with 256 personas (timed per persona, 2 workers): a persona takes 1.13-1.15 s against
+the ideal 1.0 s (2 calls x 0.5 s), about 70 ms per call spent waiting for its worker's CPU, while the run's start
+and end (before the first persona, after the last) take under 20 ms. The endpoint answers every request after
+exactly L, so the replies of a wave arrive together; each worker's event loop interleaves their handling at every
+await (processor sharing), so they all finish near the end of the burst (32 replies x about 5 ms) and the next wave
+leaves together again. A run of 4 rounds never loses that synchrony; longer runs do (the 768-persona rows). Per
+call, CPU is langchain-openai 1.9-2.1 ms (httpx 0.55, the openai SDK 1.2 of it), the graph 1.7 ms, the runner and
+asyncio the rest (py-spy, earlier: asyncio's loop 19 % of the client's samples); a worker's final state is 5 KB,
+0.03 ms to pickle and read back. More workers shorten each burst but share 2 cores with each other, the parent and
+the endpoint (3 workers: 0.85-0.86). With latencies spread +-20 % (``--jitter 0.2``) the waves do not stay together,
+but the last personas' latencies set the end: 0.79 (one process), 0.87 (2 workers), 0.87-0.88 (3). uvloop in the
+workers was tried (0.83-0.84 with 2 workers against 0.80-0.82 without, in alternating runs) and not adopted.
 """
 
 from __future__ import annotations
@@ -54,7 +62,11 @@ TRAJECTORY = prompts.SYNTH_TRAJECTORY_EXAMPLE
 # ---------------------------------------------------------------------------------------------- server
 
 
-async def _serve(port: int, latency: float) -> None:
+async def _serve(port: int, latency: float, jitter: float = 0.0) -> None:
+    import random
+
+    draw = random.Random(0)
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -64,7 +76,8 @@ async def _serve(port: int, latency: float) -> None:
                     if line.lower().startswith("content-length:"):
                         length = int(line.split(":", 1)[1])
                 body = json.loads(await reader.readexactly(length) or b"{}")
-                await asyncio.sleep(latency)
+                # exactly L, or (--jitter J) uniform in [L(1-J), L(1+J)]: a real endpoint's latency varies
+                await asyncio.sleep(latency * (1 + jitter * (2 * draw.random() - 1)))
                 system = body["messages"][0]["content"]
                 content = SCRIPT if "design scripts" in system else TRAJECTORY
                 payload = json.dumps({
@@ -91,9 +104,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+def start_server(latency: float, jitter: float = 0.0) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--latency", str(latency)])
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--latency", str(latency),
+                             "--jitter", str(jitter)])
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
@@ -211,6 +225,8 @@ async def graph_overhead(n: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=0.5, help="server latency per call in seconds (default 0.5)")
+    parser.add_argument("--jitter", type=float, default=0.0,
+                        help="latency drawn uniformly from L(1-J) to L(1+J), mean L (default 0: exactly L)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--rounds", type=int, default=4, help="personas per concurrency slot (default 4)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1],
@@ -219,14 +235,16 @@ def main() -> int:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    if not 0 <= args.jitter < 1:
+        parser.error("--jitter must be in [0, 1)")
     if args.serve:
-        asyncio.run(_serve(args.serve, args.latency))
+        asyncio.run(_serve(args.serve, args.latency, args.jitter))
         return 0
 
     overhead = asyncio.run(graph_overhead(100))
     print(f"graph overhead: {overhead['cpu_ms_per_llm_call']} ms CPU ({overhead['wall_ms_per_llm_call']} ms wall) per LLM call, "
           f"{overhead['cpu_ms_per_persona']} ms CPU per accepted persona (instant in-process teacher; target < 5 ms)")
-    proc, base_url = start_server(args.latency)
+    proc, base_url = start_server(args.latency, args.jitter)
     rows = []
     try:
         for c in args.concurrency:
@@ -237,7 +255,8 @@ def main() -> int:
                 extra = (f", end-to-end overhead {row['overhead_ms_per_call']} ms/call"
                          if row["overhead_ms_per_call"] is not None else "")
                 print(f"C={c:>3}, {workers} worker(s): {row['accepted']} accepted in {row['wall_s']} s = "
-                      f"{row['throughput_per_s']}/s; ideal {row['ideal_per_s']}/s (L={args.latency}s x "
+                      f"{row['throughput_per_s']}/s; ideal {row['ideal_per_s']}/s (L={args.latency}s"
+                      f"{f' +-{args.jitter:.0%}' if args.jitter else ''} x "
                       f"{row['calls_per_accepted']} calls); ratio {row['ratio']}; client CPU "
                       f"{row['client_cpu_ms_per_call']} ms/call{extra}", flush=True)
     finally:

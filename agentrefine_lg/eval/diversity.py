@@ -165,8 +165,10 @@ def mean_pairwise_cosine_distance(vectors: Any) -> float:
         raise ValueError("pairwise distance needs at least 2 thoughts")
     total = v.sum(axis=0)
     mean_sim = (float(total @ total) - float((v * v).sum())) / (n * (n - 1))
-    # Identical thoughts give a similarity of 1 + rounding error: a distance is never below 0 ("-0.000").
-    return max(0.0, 1.0 - mean_sim)
+    # Identical thoughts give a similarity of 1 +- rounding error (its sign depends on the CPU's summation order):
+    # their distance is 0, never "-0.000" or 2e-16.
+    distance = 1.0 - mean_sim
+    return 0.0 if distance < 1e-12 else distance
 
 
 # ------------------------------------------------------------------------------------------ summary

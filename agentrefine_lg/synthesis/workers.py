@@ -25,9 +25,10 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from agentrefine_lg.errors import AgentRefineError
+from agentrefine_lg.failures import status_of
 
 GraphFactory = Callable[[], tuple[Any, Sequence[Any]]]
 """Builds, in the worker, the compiled synthesis graph and the roles whose ``stats`` counters to report."""
@@ -47,8 +48,6 @@ class WorkerError(Exception):
 
 def describe(exc: BaseException) -> WorkerError:
     """``exc`` as a picklable :class:`WorkerError` (the original may hold an HTTP response or a lock)."""
-    from agentrefine_lg.failures import status_of
-
     return WorkerError(str(exc), [cls.__name__ for cls in type(exc).__mro__], status_of(exc))
 
 
@@ -173,7 +172,7 @@ class SynthesisWorkers:
         """The worker processes' ids (for measuring them)."""
         return [w.process.pid for w in self._workers]
 
-    async def __aenter__(self) -> SynthesisWorkers:
+    async def __aenter__(self) -> Self:
         # spawn: the parent runs threads (the event loop's, httpx's), which fork would copy in an unknown state
         ctx = mp.get_context("spawn")
         self._loop = asyncio.get_running_loop()
