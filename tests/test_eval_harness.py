@@ -407,3 +407,52 @@ def test_concurrent_episodes_of_a_local_model_run_in_threads_sharing_one_batched
     assert sorted(r["episode"] for r in rows) == [0, 1, 2, 3] and all(r["steps"] == 2 for r in rows)
     batcher = local_model._batcher(folder, "cpu")
     assert batcher.prompts >= 8  # every reply went through the one shared generation thread
+
+
+def test_silencing_engines_from_many_threads_leaves_stdout_as_it_was_and_other_threads_heard(capsys):
+    """Episodes run in threads: each engine's prints are dropped, every other thread's still print, and when all
+    are done sys.stdout/sys.stderr and fds 1/2 are what they were (overlapping swaps once left a StringIO)."""
+    import os
+    import random
+    import sys
+    import threading
+    import time
+
+    from agentrefine_lg.eval.base import quiet, quiet_fds
+
+    before_out, before_err, before_fd = sys.stdout, sys.stderr, os.fstat(1).st_ino
+
+    def engine(i: int) -> None:
+        silence = quiet_fds if i % 3 == 0 else quiet
+        for _ in range(20):
+            with silence():
+                print(f"engine noise {i}")
+                time.sleep(random.random() / 1000)
+
+    def logger() -> None:  # another thread of the app, printing while the engines are silenced
+        time.sleep(0.005)
+        print("the app's own line")
+
+    threads = [threading.Thread(target=engine, args=(i,)) for i in range(12)] + [threading.Thread(target=logger)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sys.stdout is before_out and sys.stderr is before_err and os.fstat(1).st_ino == before_fd
+    out = capsys.readouterr().out
+    assert "engine noise" not in out and "the app's own line" in out
+    print("after")
+    assert capsys.readouterr().out == "after\n"
+
+
+
+def test_eval_runs_episodes_concurrently_by_default_sized_by_the_backend_and_the_cores():
+    from agentrefine_lg.commands.eval import IN_PROCESS_MAX, SERVED_EPISODES, default_workers
+    from agentrefine_lg.eval.harness import EvalSettings
+    from agentrefine_lg.serving.local_model import MAX_BATCH
+
+    assert IN_PROCESS_MAX == MAX_BATCH  # more episodes than the engine decodes at once would only wait
+    assert default_workers(served=False, in_process=True, cores=2) == 8
+    assert default_workers(served=False, in_process=True, cores=64) == MAX_BATCH
+    assert default_workers(served=True, in_process=False, cores=2) == SERVED_EPISODES > 1
+    assert default_workers(served=False, in_process=False) == EvalSettings().workers

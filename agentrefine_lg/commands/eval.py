@@ -7,6 +7,7 @@ Argument parsing and printing only: the run is :func:`agentrefine_lg.eval.harnes
 from __future__ import annotations
 
 import argparse
+import os
 
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.eval.base import load_task, parse_task_list, task_names, task_unavailable
@@ -24,9 +25,23 @@ from agentrefine_lg.eval.paper_table import comparison_markdown
 from agentrefine_lg.eval.report import diversity_markdown, markdown_table, robustness_markdown
 
 DEFAULTS = EvalSettings()
-CONCURRENT_EPISODES = 4
-"""Episodes run at once against a server (continuous batching) or an in-process model (batched generate): on 2
-cores 4 concurrent requests give the CPU server 1.6x the throughput of one (benchmarks/serving_concurrency.py)."""
+SERVED_EPISODES = 4
+"""Episodes run at once against a served model, whose server batches their requests: our CPU server keeps a KV cache
+for 4 (4 concurrent requests: 2.0-2.2x the requests/s of one on 2 cores, benchmarks/serving_concurrency.py,
+2026-12-04). A vLLM server batches far more: raise ``--workers``."""
+EPISODES_PER_CORE = 4
+IN_PROCESS_MAX = 32  # the in-process engine's batch (local_model.MAX_BATCH); more episodes would only wait
+
+
+def default_workers(*, served: bool, in_process: bool, cores: int | None = None) -> int:
+    """Episodes run at once when ``--workers`` is not given. An in-process model (the CPU engine, which batches
+    continuously): 4 per core, at most its batch of 32. On 2 cores the study's student decodes 8 rows at 2.8-3.1x
+    the rows/s of one and 16 or 32 rows no faster, and 8 episodes of the tiny model run 2.5-2.8x the steps/s of
+    one against 2.0-2.1x for 4 (benchmarks/eval_concurrency.py, 2026-12-04). A served model: :data:`SERVED_EPISODES`.
+    Anything else (built-in agents, provider models): the harness's default."""
+    if in_process:
+        return max(1, min(IN_PROCESS_MAX, EPISODES_PER_CORE * (cores or os.cpu_count() or 1)))
+    return SERVED_EPISODES if served else DEFAULTS.workers
 
 
 def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,8 +65,9 @@ def cli_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument("--out", default="eval_out", help="output directory (resumable)")
     parser.add_argument("--workers", type=int, default=None,
-                        help=f"episodes run at once (default {CONCURRENT_EPISODES} for a served or in-process model, whose "
-                             f"replies are then batched; {DEFAULTS.workers} for built-in agents and provider models)")
+                        help=f"episodes run at once (default: {EPISODES_PER_CORE} per core, at most {IN_PROCESS_MAX}, for "
+                             f"an in-process model, {SERVED_EPISODES} for a served one, whose replies are then batched; "
+                             f"{DEFAULTS.workers} for built-in agents and provider models)")
     parser.add_argument("--max-tokens", type=int, default=DEFAULTS.max_tokens, help="reply token cap for real models")
     parser.add_argument("--timeout", type=float, default=DEFAULTS.timeout_s, help="seconds per model call")
     parser.add_argument("--no-preflight", action="store_true", help="skip the one-call endpoint check")
@@ -107,7 +123,7 @@ def cli_run(args: argparse.Namespace) -> int:
             episodes = max(check_data(args.agentboard_data, parse_task_list(args.tasks)).values())
     workers = args.workers
     if workers is None:  # a server or an in-process model answers concurrent episodes in batches
-        workers = CONCURRENT_EPISODES if (args.base_url or args.model_dir) else DEFAULTS.workers
+        workers = default_workers(served=bool(args.base_url), in_process=bool(args.model_dir))
     summary = run_eval(tasks=args.tasks, episodes=episodes, model=_model_from_args(args), out=args.out,
                        max_steps=args.max_steps, seed=args.seed, workers=workers,
                        perturb=args.perturb, embeddings=False if args.no_embeddings else "auto",

@@ -25,6 +25,7 @@ import os
 import re
 import string
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -184,33 +185,114 @@ class RunningMax:
 # --- engine noise ---
 
 
+# Episodes run in threads (``--workers``), and swapping ``sys.stdout`` or fds 1/2 per call is not thread-safe: two
+# overlapping calls restore each other's replacement, which left the process's stdout a StringIO (every later print
+# lost) after 16 concurrent BabyAI episodes. So the silencing is installed once while any thread needs it (counted
+# under a lock), and it silences only the threads that asked for it.
+_QUIET_LOCK = threading.RLock()
+_QUIET_LOCAL = threading.local()
+_quiet_streams: list[Any] = []  # the streams sys.stdout/sys.stderr replaced, while any quiet() is active
+_quiet_users = 0
+_fd_users = 0
+_fd_saved: tuple[int, int] | None = None  # dups of the real fds 1/2 while quiet_fds() has pointed them at devnull
+
+
+def _silenced() -> bool:
+    return getattr(_QUIET_LOCAL, "depth", 0) > 0
+
+
+class _ThreadFilter:
+    """``sys.stdout``/``sys.stderr`` while some thread is in :func:`quiet`: that thread's writes are dropped, the
+    others' go to the stream this one replaced (to the real terminal, even while :func:`quiet_fds` points fd 1/2
+    at devnull)."""
+
+    def __init__(self, target: Any, fd: int):
+        self.target, self.fd = target, fd
+
+    def write(self, text: str) -> int:
+        if _silenced():
+            return len(text)
+        if _fd_saved is not None and _fileno(self.target) == self.fd:  # fd 1/2 is devnull just now: write past it
+            with _QUIET_LOCK:  # the dups are closed under this lock when the last quiet_fds() ends
+                saved = _fd_saved
+                if saved is not None:
+                    self.target.flush()
+                    data = text.encode(getattr(self.target, "encoding", None) or "utf-8", errors="replace")
+                    while data:
+                        data = data[os.write(saved[self.fd - 1], data):]
+                    return len(text)
+        return self.target.write(text)
+
+    def flush(self) -> None:
+        if not _silenced():
+            self.target.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty, buffer, ...
+        return getattr(self.target, name)
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence Python-level prints of engines (minigrid's "Sampling rejected", gym's banner)."""
-    sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+    """Silence Python-level prints of engines (minigrid's "Sampling rejected", gym's banner) in this thread; other
+    threads' prints go through. Safe to use from many threads at once."""
+    global _quiet_users
+    with _QUIET_LOCK:
+        if _quiet_users == 0:
+            _quiet_streams[:] = [sys.stdout, sys.stderr]
+            sys.stdout, sys.stderr = _ThreadFilter(sys.stdout, 1), _ThreadFilter(sys.stderr, 2)
+        _quiet_users += 1
+    _QUIET_LOCAL.depth = getattr(_QUIET_LOCAL, "depth", 0) + 1
+    try:
         yield
+    finally:
+        _QUIET_LOCAL.depth -= 1
+        with _QUIET_LOCK:
+            _quiet_users -= 1
+            if _quiet_users == 0:
+                out, err = _quiet_streams
+                _quiet_streams.clear()
+                # put back what we replaced, unless someone replaced our filter in the meantime
+                if isinstance(sys.stdout, _ThreadFilter) and sys.stdout.target is out:
+                    sys.stdout = out
+                if isinstance(sys.stderr, _ThreadFilter) and sys.stderr.target is err:
+                    sys.stderr = err
 
 
 @contextlib.contextmanager
 def quiet_fds() -> Iterator[None]:
-    """Like :func:`quiet`, also for writes to file descriptors 1/2 (subprocesses, JVMs, C code)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    """Like :func:`quiet`, also for writes to file descriptors 1/2 (subprocesses, JVMs, C code). Those fds are the
+    process's: while any thread is inside, every thread's fd-level writes (not its Python prints) are dropped."""
+    global _fd_users, _fd_saved
+    with _QUIET_LOCK:
+        if _fd_users == 0:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            saved = (os.dup(1), os.dup(2))
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            _fd_saved = saved
+        _fd_users += 1
     try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
         with quiet():
             yield
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
+        with _QUIET_LOCK:
+            _fd_users -= 1
+            if _fd_users == 0 and _fd_saved is not None:
+                saved, _fd_saved = _fd_saved, None
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                for fd in saved:
+                    os.close(fd)
 
 
 __all__ = [
