@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import io
 import os
 import re
 import string
