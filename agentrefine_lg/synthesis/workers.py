@@ -88,7 +88,10 @@ async def _serve(graph: Any, roles: Sequence[Any], inbox: Any, outbox: Any) -> N
                 message = inbox.recv()
             except (EOFError, OSError):
                 message = None
-            loop.call_soon_threadsafe(messages.put_nowait, message)
+            try:
+                loop.call_soon_threadsafe(messages.put_nowait, message)
+            except RuntimeError:  # the loop has ended (the worker is stopping): nothing more to hand over
+                return
             if message is None:
                 return
 
@@ -121,9 +124,10 @@ async def _serve(graph: Any, roles: Sequence[Any], inbox: Any, outbox: Any) -> N
             tasks[key] = asyncio.ensure_future(run(key, *payload))
         elif kind == "cancel" and key in tasks:
             tasks[key].cancel()
-    for task in list(tasks.values()):
+    left = list(tasks.values())
+    for task in left:
         task.cancel()
-    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    await asyncio.gather(*left, return_exceptions=True)
     outbox.send(("stats", None, [(type(r).__name__, dict(r.stats)) for r in roles if getattr(r, "stats", None)]))
 
 
