@@ -129,20 +129,15 @@ def _personas(n: int):
 
 
 def _graph(base_url: str) -> tuple[Any, list[Any]]:
-    """The benchmark's synthesis graph (one-shot LLM teacher at ``base_url``), in this process or a worker's."""
-    import openai
-    from langchain_openai import ChatOpenAI
-
+    """The benchmark's synthesis graph, built as ``agentrefine synthesize --base-url URL --mode one_shot`` builds it
+    (the one-shot LLM teacher, its HTTP client handling replies in turns), in this process or a worker's. Each
+    concurrency level is its own ``asyncio.run``, and each gets a new teacher (its client belongs to one loop)."""
     from agentrefine_lg.synthesis.graphs import create_synthesis_graph
-    from agentrefine_lg.synthesis.llm_roles import llm_teacher
+    from agentrefine_lg.synthesis.teachers import build_teacher
 
-    # A client of this run's event loop: langchain-openai's cached default client belongs to the first loop
-    # that used it, and each concurrency level here is its own asyncio.run.
-    http = openai.DefaultAsyncHttpxClient(timeout=60)
-    chat = ChatOpenAI(base_url=base_url, model="bench", api_key="bench", max_retries=0, timeout=60,
-                      http_async_client=http)
-    writer, trajectory_writer = llm_teacher(chat, mode="one_shot")
-    return create_synthesis_graph(writer, trajectory_writer).compile(), [writer, trajectory_writer]
+    teacher = build_teacher(base_url=base_url, model="bench", api_key="bench", mode="one_shot", timeout=60)
+    graph = create_synthesis_graph(teacher.script_writer, teacher.trajectory_roles, mode=teacher.mode)
+    return graph.compile(), list(teacher.roles)
 
 
 async def throughput(base_url: str, latency: float, concurrency: int, n: int, workers: int = 1) -> dict:

@@ -33,6 +33,7 @@ from agentrefine_lg.outputs import atomic_output, lock_output_dir
 from agentrefine_lg.progress import progress_bar
 from agentrefine_lg.schema import Persona, TokenUsage, persona_id
 from agentrefine_lg.synthesis.graphs import attempts_of
+from agentrefine_lg.synthesis.turns import persona_turn
 
 SAMPLES, LEDGER, MANIFEST = "samples.jsonl", "ledger.jsonl", "manifest.json"
 
@@ -374,16 +375,20 @@ async def _run_locked(graph: Any, personas: Iterable[Persona], out: Path, *, n: 
     def postfix() -> None:
         bar.set_postfix(rejected=counters["rejected"], retries=counters["retries"], tokens=counters["tokens"], refresh=False)
 
+    turns = asyncio.Lock()  # replies handled in arrival order (synthesis/turns.py)
+
     async def one(persona: Persona) -> tuple[Persona, dict[str, Any], float]:
         t0 = time.perf_counter()
         final: dict[str, Any] = {}
         config = {"recursion_limit": recursion_limit, "run_name": f"synthesize:{persona.id}"}
-        async for mode, chunk in graph.astream({"synth_persona": persona.text}, config, stream_mode=["custom", "values"]):
-            if mode == "values":
-                final = chunk
-            elif isinstance(chunk, dict) and chunk.get("type") in ("rejected", "retry"):
-                counters["retries"] += int(chunk.get("retries", 1))
-                postfix()
+        async with persona_turn(turns):
+            async for mode, chunk in graph.astream({"synth_persona": persona.text}, config,
+                                                   stream_mode=["custom", "values"]):
+                if mode == "values":
+                    final = chunk
+                elif isinstance(chunk, dict) and chunk.get("type") in ("rejected", "retry"):
+                    counters["retries"] += int(chunk.get("retries", 1))
+                    postfix()
         return persona, final, time.perf_counter() - t0
 
     new_acc = new_rej = 0

@@ -10,6 +10,7 @@ from typing import Any
 from agentrefine_lg.errors import AgentRefineError, InputError
 from agentrefine_lg.serving.chat_model import openai_chat
 from agentrefine_lg.synthesis.llm_roles import llm_teacher
+from agentrefine_lg.synthesis.turns import turn_http_client
 
 
 @dataclass
@@ -54,6 +55,8 @@ def build_teacher(
     """
     if base_url or (teacher and teacher != "grounded"):
         kwargs: dict[str, Any] = {"max_retries": 0}
+        if base_url or teacher.startswith("openai:"):  # an OpenAI client: replies handled in turns (turns.py)
+            kwargs["http_async_client"] = turn_http_client()
         if temperature is not None:
             kwargs["temperature"] = temperature
         if timeout is not None:

@@ -29,6 +29,7 @@ from typing import Any, Self
 
 from agentrefine_lg.errors import AgentRefineError
 from agentrefine_lg.failures import status_of
+from agentrefine_lg.synthesis.turns import persona_turn
 
 GraphFactory = Callable[[], tuple[Any, Sequence[Any]]]
 """Builds, in the worker, the compiled synthesis graph and the roles whose ``stats`` counters to report."""
@@ -98,14 +99,17 @@ async def _serve(graph: Any, roles: Sequence[Any], inbox: Any, outbox: Any) -> N
     threading.Thread(target=read, name="agentrefine-synthesize-inbox", daemon=True).start()
     tasks: dict[int, asyncio.Task] = {}
 
+    turns = asyncio.Lock()  # this worker's loop's turn (synthesis/turns.py)
+
     async def run(key: int, graph_input: Any, config: Any, modes: list[str]) -> None:
         final: Any = None
         try:
-            async for mode, chunk in graph.astream(graph_input, config, stream_mode=modes):
-                if mode == "values":
-                    final = chunk  # only the last state crosses back: the runner reads nothing else of it
-                else:
-                    outbox.send(("chunk", key, (mode, chunk)))
+            async with persona_turn(turns):
+                async for mode, chunk in graph.astream(graph_input, config, stream_mode=modes):
+                    if mode == "values":
+                        final = chunk  # only the last state crosses back: the runner reads nothing else of it
+                    else:
+                        outbox.send(("chunk", key, (mode, chunk)))
             outbox.send(("done", key, final))
         except asyncio.CancelledError:
             raise
