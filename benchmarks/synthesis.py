@@ -17,24 +17,28 @@ JSONL), in this process or (``--workers N``) in N worker processes with this one
   call at C=1 over HTTP, (wall - calls x L) / calls, which adds the HTTP client and the runner's I/O.
 - client CPU per call: this process's CPU plus its workers' (read from /proc), over the LLM calls.
 
-Measured 2026-12-04 from a clean clone (2 AMD EPYC cores, load 0.5-1.1, 0.5 s latency; docs/benchmarks.md has every
-run): C=1 0.98, C=8 0.95-0.96; C=64 with 256 personas 0.67-0.78 in one process, 0.80-0.83 with 2 workers, 0.85-0.86
-with 3 (0.85 with 4); with 768 personas (``--rounds 12``) 0.81-0.82, 0.89-0.91 and 0.91-0.93; C=256 at 5 s latency
-0.875 in one process and 0.92 with 2 workers. Client CPU 5.1-6.2 ms per call from C=8 (9.5-9.9 at C=1), the graph's
-own share 1.7 ms.
+Measured 2026-12-04 from clean clones (2 AMD EPYC cores, load 0.5-1.3, 0.5 s latency; docs/benchmarks.md has every
+run). With replies handled in turns (synthesis/turns.py, commit 3b4027b): C=1 0.98, C=8 0.96; C=64 with 256 personas
+0.80-0.83 in one process, 0.89-0.90 with 2 workers, 0.89-0.90 with 3; with 768 personas (``--rounds 12``) 0.92,
+0.93-0.94 and 0.95; C=256 at 5 s latency 0.92 in one process and 0.955 with 2 workers. Before turns (commit e5c93d5
+and the working tree that day): C=64, 256 personas 0.67-0.78, 0.80-0.83 (2 workers), 0.85-0.86 (3); 768 personas
+0.81-0.82, 0.89-0.91, 0.91-0.93; C=256 0.875 and 0.92. Client CPU 5.0-7.2 ms per call from C=8, the graph's own
+share 1.7-1.9 ms.
 
-Where the time goes at C=64 with 256 personas (timed per persona, 2 workers): a persona takes 1.13-1.15 s against
-the ideal 1.0 s (2 calls x 0.5 s), about 70 ms per call spent waiting for its worker's CPU, while the run's start
-and end (before the first persona, after the last) take under 20 ms. The endpoint answers every request after
-exactly L, so the replies of a wave arrive together; each worker's event loop interleaves their handling at every
-await (processor sharing), so they all finish near the end of the burst (32 replies x about 5 ms) and the next wave
-leaves together again. A run of 4 rounds never loses that synchrony; longer runs do (the 768-persona rows). Per
-call, CPU is langchain-openai 1.9-2.1 ms (httpx 0.55, the openai SDK 1.2 of it), the graph 1.7 ms, the runner and
-asyncio the rest (py-spy, earlier: asyncio's loop 19 % of the client's samples); a worker's final state is 5 KB,
-0.03 ms to pickle and read back. More workers shorten each burst but share 2 cores with each other, the parent and
-the endpoint (3 workers: 0.85-0.86). With latencies spread +-20 % (``--jitter 0.2``) the waves do not stay together,
-but the last personas' latencies set the end: 0.79 (one process), 0.87 (2 workers), 0.87-0.88 (3). uvloop in the
-workers was tried (0.83-0.84 with 2 workers against 0.80-0.82 without, in alternating runs) and not adopted.
+Where the time went before turns, at C=64 with 256 personas (timed per persona, 2 workers): a persona took 1.13-1.15
+s against the ideal 1.0 s (2 calls x 0.5 s), about 70 ms per call spent waiting for its worker's CPU, while the
+run's start and end (before the first persona, after the last) took under 20 ms. The endpoint answers every request
+after exactly L, so the replies of a wave arrived together; each event loop interleaved their handling at every
+await, so they all finished near the end of the burst (32 replies x about 5 ms) and the next wave left together
+again, and a run of 4 rounds never lost that synchrony. Turns hand the replies out in arrival order: the requests of
+the next wave leave one by one, and later waves no longer queue. What is left at 256 personas is the first wave (its
+requests leave together, its 32 replies per worker wait up to 32 x 6 ms) and the last one, and the 2 cores shared by
+the workers, the parent and the endpoint; 768 personas spread those over 12 rounds. Per call, CPU is
+langchain-openai 1.9-2.1 ms (httpx 0.55, the openai SDK 1.2 of it), the graph 1.7-1.9 ms, the runner and asyncio the
+rest (py-spy, earlier: asyncio's loop 19 % of the client's samples); a worker's final state is 5 KB, 0.03 ms to
+pickle and read back. With latencies spread +-20 % (``--jitter 0.2``) the last personas' latencies set the end:
+0.78-0.80 (one process) and 0.87 (2 workers) with turns, 0.79 and 0.87 before. uvloop in the workers was tried
+before turns (0.83-0.84 with 2 workers against 0.80-0.82 without, alternating runs) and not adopted.
 """
 
 from __future__ import annotations
