@@ -240,3 +240,18 @@ class FixtureTeacher:
         if "reject" in (script.persona or "").lower():
             trajectory = trajectory[:5]  # never completes
         return trajectory, TokenUsage(input_tokens=60, output_tokens=40, total_tokens=100, calls=1)
+
+
+def wait_for_samples(proc: Any, path: Path, n: int, *, timeout_s: float) -> None:
+    """Wait until the synthesis run ``proc`` (a ``subprocess.Popen``) has written ``n`` lines to ``path``; fail the test
+    if it ends first or the time is up (a kill test needs the run still going)."""
+    import pytest
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it could be killed: {proc.communicate()}")
+        time.sleep(0.02)
+    pytest.fail(f"{path} did not reach {n} lines in {timeout_s:.0f} s")

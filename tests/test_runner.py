@@ -9,11 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from fake_synthesis_models import FakeOpenAIServer, FixtureTeacher
+from fake_synthesis_models import FakeOpenAIServer, FixtureTeacher, wait_for_samples
 
 from agentrefine_lg.errors import InputError
 from agentrefine_lg.schema import Persona
@@ -154,14 +153,7 @@ def test_kill_9_and_resume_gives_exactly_n_unique_samples(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with FakeOpenAIServer(latency=0.1, failures=[429]) as server:
         proc = subprocess.Popen(_cli(out, server, persona_file, 12), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            path = out / "samples.jsonl"
-            if path.exists() and len(path.read_text().splitlines()) >= 3:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended before it could be killed: {proc.communicate()}")
-            time.sleep(0.02)
+        wait_for_samples(proc, out / "samples.jsonl", 3, timeout_s=60)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed_at = len((out / "samples.jsonl").read_text().splitlines())
