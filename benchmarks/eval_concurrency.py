@@ -14,21 +14,23 @@ in ``local_model``: the tiny model on BabyAI 25.2 -> 29.8 steps/s alone and 32.0
 the study's 2.26 M student on grounded worlds (``--model runs/study/train/refine-s0/merged --task textworld
 --max-tokens 128``, ``AGENTREFINE_EVAL_WORLDS`` set) 7.3 -> 12.7 alone and 5.6 -> 12.6 with 4 (0.77 -> 0.99).
 
-2026-12-04, from a clean clone (load 0.7-1.0): the tiny model on BabyAI, 16 episodes x 8 steps, 20.2 steps/s alone
-and 40.5 with 4: ratio 2.01; in the working tree later (load 0.8-1.9) 2.08 and 1.96 with 4, 2.83 and 2.46 with 8
-(``agentrefine eval``'s default for an in-process model on 2 cores), 3.2 with 16. ``--student-decode`` (the student's architecture, randomly initialised, decoding in the
-engine's batch cache alone, best of 3 x 64 steps): with 1,100-token rows 2.03 ms a step for one row and 3.83 ms for
-four, so 4 rows decode 2.12x the rows/s of one (2.37x with 2 torch threads); with 300-token rows 2.72x (2.64x).
-More rows (later runs, 1,100 tokens): 8 rows 2.65-2.78x (1 thread) and 2.97-3.13x (2 threads), 16 rows 2.23-2.33x
-and 2.95-3.29x, 32 rows 2.54x and 3.20x: past 8 rows the cache reads set the pace.
-torch's profiler over those steps (1 thread): one row 2.65 ms, of which matrix products (the weights) 35 % and SDPA's
-CPU flash-attention kernel 25 %; four rows 4.67 ms, products 33 % (1.66x one row's) and attention 40 % (2.8x): each
+2026-12-04, from a clean clone (2 Intel Xeon cores with AVX-512 and AMX, float32 as the engine runs on a CPU; load
+0.7-1.0): the tiny model on BabyAI, 16 episodes x 8 steps, 20.2 steps/s alone and 40.5 with 4: ratio 2.01; in the
+working tree later (load 0.8-1.9) 2.08 and 1.96 with 4, 2.83 and 2.46 with 8 (``agentrefine eval``'s default for an
+in-process model on 2 cores), 3.2 with 16. ``--student-decode`` (the student's architecture, randomly initialised,
+decoding in the engine's batch cache alone, best of 3 x 64 steps): with 1,100-token rows 2.03 ms a step for one row
+and 3.83 ms for four, so 4 rows decode 2.12x the rows/s of one (2.37x with 2 torch threads); with 300-token rows
+2.72x (2.64x). More rows (later runs, 1,100 tokens): 8 rows 2.65-2.78x (1 thread) and 2.97-3.13x (2 threads), 16
+rows 2.23-2.33x and 2.95-3.29x, 32 rows 2.54x and 3.20x: past 8 rows the cache reads set the pace. torch's profiler
+over those steps (1 thread): one row 2.65 ms, of which matrix products (the weights) 35 % and SDPA's CPU
+flash-attention kernel 25 %; four rows 4.67 ms, products 33 % (1.66x one row's) and attention 40 % (2.8x): each
 row's attention reads its own KV cache, 6.8 MB at 1,100 tokens, at about 14 GB/s, and no batching shares that.
 Decoding is most of an episode's time (below: 6.5 s of the generation thread's 8.6 with 4 episodes) and a prompt's
 prefill is computed per row, so 4 episodes of the student gain less than their decoding's 2.1-2.4x: 2.5x would need
-one episode alone to leave the generation thread idle for a quarter of its time or more, and the episodes of a trained
-student with a 1,100-token conversation did not (1.01-1.11x, 2026-11-26). Shorter conversations (2.7x at 300 tokens
-of decoding) or a model with fewer KV heads could; the architecture is the study's, fixed by its training runs.
+one episode alone to leave the generation thread idle for a quarter of its time or more, and the episodes of a
+trained student with a 1,100-token conversation did not (1.01-1.11x, 2026-11-26). Shorter conversations (2.7x at 300
+tokens of decoding) or a model with fewer KV heads could; the architecture is the study's, fixed by its training
+runs.
 
 Where the time goes (py-spy and timers in the generation thread, which is busy all the time with 4 episodes):
 - the student: decoding steps 6.5 s of 8.6, prompts' new tokens 1.3 s, joining/leaving the batch 0.8 s. A step

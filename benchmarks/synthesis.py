@@ -17,13 +17,13 @@ JSONL), in this process or (``--workers N``) in N worker processes with this one
   call at C=1 over HTTP, (wall - calls x L) / calls, which adds the HTTP client and the runner's I/O.
 - client CPU per call: this process's CPU plus its workers' (read from /proc), over the LLM calls.
 
-Measured 2026-12-04 from clean clones (2 AMD EPYC cores, load 0.5-1.3, 0.5 s latency; docs/benchmarks.md has every
-run). With replies handled in turns (synthesis/turns.py, commit 3b4027b): C=1 0.98, C=8 0.96; C=64 with 256 personas
-0.80-0.83 in one process, 0.89-0.90 with 2 workers, 0.89-0.90 with 3; with 768 personas (``--rounds 12``) 0.92,
-0.93-0.94 and 0.95; C=256 at 5 s latency 0.92 in one process and 0.955 with 2 workers. Before turns (commit e5c93d5
-and the working tree that day): C=64, 256 personas 0.67-0.78, 0.80-0.83 (2 workers), 0.85-0.86 (3); 768 personas
-0.81-0.82, 0.89-0.91, 0.91-0.93; C=256 0.875 and 0.92. Client CPU 5.0-7.2 ms per call from C=8, the graph's own
-share 1.7-1.9 ms.
+Measured 2026-12-04 from clean clones (2 Intel Xeon cores with AVX-512, load 0.5-1.3, 0.5 s latency;
+docs/benchmarks.md has every run). With replies handled in turns (synthesis/turns.py, commit 3b4027b): C=1 0.98, C=8
+0.96; C=64 with 256 personas 0.80-0.83 in one process, 0.89-0.90 with 2 workers, 0.89-0.90 with 3; with 768 personas
+(``--rounds 12``) 0.92, 0.93-0.94 and 0.95; C=256 at 5 s latency 0.92 in one process and 0.955 with 2 workers.
+Before turns (commit e5c93d5 and the working tree that day): C=64, 256 personas 0.67-0.78, 0.80-0.83 (2 workers),
+0.85-0.86 (3); 768 personas 0.81-0.82, 0.89-0.91, 0.91-0.93; C=256 0.875 and 0.92. Client CPU 5.0-7.2 ms per call
+from C=8, the graph's own share 1.7-1.9 ms.
 
 Where the time went before turns, at C=64 with 256 personas (timed per persona, 2 workers): a persona took 1.13-1.15
 s against the ideal 1.0 s (2 calls x 0.5 s), about 70 ms per call spent waiting for its worker's CPU, while the
