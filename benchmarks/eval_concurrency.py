@@ -25,7 +25,7 @@ rows 2.23-2.33x and 2.95-3.29x, 32 rows 2.54x and 3.20x: past 8 rows the cache r
 over those steps (1 thread): one row 2.65 ms, of which matrix products (the weights) 35 % and SDPA's CPU
 flash-attention kernel 25 %; four rows 4.67 ms, products 33 % (1.66x one row's) and attention 40 % (2.8x): each
 row's attention reads its own KV cache, 6.8 MB at 1,100 tokens, at about 14 GB/s, and no batching shares that.
-A trained student (the method study's mix arm, 300 steps, this session's ``examples/small_model_study/run.py --n-train
+A trained student (the method study's mix arm, 300 steps, from ``examples/small_model_study/run.py --n-train
 96 --arms mix --steps 300``; ``--task textworld --max-tokens 128`` on its evaluation worlds, load 0.8-1.8): 10.3-10.8
 steps/s alone, 14.3-14.9 with 4 episodes (1.34-1.39x in four runs) and 14.1-14.4 with 8 (1.30-1.38x). py-spy over
 the 4-episode run: the generation thread is busy all the time, 56 % decoding, 23 % rows joining and leaving the
