@@ -25,14 +25,15 @@ rows 2.23-2.33x and 2.95-3.29x, 32 rows 2.54x and 3.20x: past 8 rows the cache r
 over those steps (1 thread): one row 2.65 ms, of which matrix products (the weights) 35 % and SDPA's CPU
 flash-attention kernel 25 %; four rows 4.67 ms, products 33 % (1.66x one row's) and attention 40 % (2.8x): each
 row's attention reads its own KV cache, 6.8 MB at 1,100 tokens, at about 14 GB/s, and no batching shares that.
-A trained student (the method study's mix arm, 300 steps, from ``examples/small_model_study/run.py --n-train
-96 --arms mix --steps 300``; ``--task textworld --max-tokens 128`` on its evaluation worlds, load 0.8-1.8): 10.3-10.8
-steps/s alone, 14.3-14.9 with 4 episodes (1.34-1.39x in four runs) and 14.1-14.4 with 8 (1.30-1.38x). py-spy over
-the 4-episode run: the generation thread is busy all the time, 56 % decoding, 23 % rows joining and leaving the
-batch (``_pack`` copies every row's cache each time, and a trained student's short replies join and leave every
-turn), 16 % prefill. Not zeroing the packed buffer was tried (uninitialised, only the padding zeroed): no change in
-those four runs, so not kept. A cache with a slot per row that is not repacked when one joins or leaves would
-remove most of the 23 %; it is not built, and the decoding bound above would still cap 4 episodes below 2.5x.
+A trained student (the method study's mix arm, 300 steps, from ``examples/small_model_study/run.py --n-train 96
+--arms mix --steps 300``; ``--task textworld --max-tokens 128`` on its evaluation worlds, load 0.5-1.8): 10.3-11.3
+steps/s alone; with 4 episodes 1.33-1.39x in nine runs, with 8 1.30-1.38x before answered rows left the batch lazily
+and 1.47-1.51x after. py-spy over the 4-episode run, before: the generation thread busy all the time, 56 % decoding,
+23 % rows joining and leaving the batch (``_pack`` copies every row's cache each time, and a trained student's short
+replies join and leave every turn), 16 % prefill. Now an answered row's slot stays until the next repack, usually
+its episode's next prompt, so a turn costs one repack instead of two. Not zeroing the packed buffer was tried too:
+no change in four runs, not kept. A cache with a slot per row that is never repacked would remove most of what is
+left of the 23 %; the decoding bound above would still cap 4 episodes below 2.5x.
 
 Decoding is most of an episode's time (below: 6.5 s of the generation thread's 8.6 with 4 episodes) and a prompt's
 prefill is computed per row, so 4 episodes of the student gain less than their decoding's 2.1-2.4x: 2.5x would need

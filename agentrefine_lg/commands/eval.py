@@ -37,8 +37,8 @@ def default_workers(*, served: bool, in_process: bool, cores: int | None = None)
     """Episodes run at once when ``--workers`` is not given. An in-process model (the CPU engine, which batches
     continuously): 4 per core, at most its batch of 32. On 2 cores the study's student architecture decodes 8 rows
     at 2.7-3.1x the rows/s of one and 16 or 32 rows no faster; 8 episodes of the tiny model run 2.5-2.8x the steps/s
-    of one against 2.0-2.1x for 4, and a trained student's episodes 1.30-1.38x against 1.34-1.39x for 4 (its
-    generation thread is already busy; benchmarks/eval_concurrency.py, 2026-12-04). A served model: :data:`SERVED_EPISODES`.
+    of one against 2.0-2.1x for 4, and a trained student's episodes 1.47-1.51x against 1.33-1.39x for 4
+    (benchmarks/eval_concurrency.py, 2026-12-04). A served model: :data:`SERVED_EPISODES`.
     Anything else (built-in agents, provider models): the harness's default."""
     if in_process:
         return max(1, min(IN_PROCESS_MAX, EPISODES_PER_CORE * (cores or os.cpu_count() or 1)))

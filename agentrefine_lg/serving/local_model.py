@@ -72,6 +72,7 @@ class _Row:
     request: _Request
     tokens: list[int]
     generated: int = 1
+    done: bool = False  # answered; its slot stays in the batch until the next repack (see _Batcher._loop)
 
     @property
     def cached(self) -> int:
@@ -132,7 +133,8 @@ class _Batcher:
 
     A new prompt is computed alone, from the longest prefix already cached (:class:`_Prefixes`); the batch then
     decodes greedily one token per step, its caches left-padded to one length, each row at its own positions. A
-    finished row leaves the batch at once and its cache is kept for the episode's next turn."""
+    finished row is answered at once and its cache kept for the episode's next turn; its slot leaves the batch at the
+    next repack (usually that next turn's admission), so a short reply does not copy every row's cache twice."""
 
     def __init__(self, tokenizer: Any, model: Any, device: str):
         self.tokenizer, self.model, self.device = tokenizer, model, device
@@ -207,27 +209,35 @@ class _Batcher:
                     continue
                 admitted.append((row, kv))
             try:
-                if admitted:
+                if admitted:  # one repack: the rows still decoding, the admitted ones, not the answered ones
                     current = _layers(cache) if rows else []
-                    cache, mask = _pack([(current, i, r.cached) for i, r in enumerate(rows)]
-                                        + [(kv, 0, r.cached) for r, kv in admitted], _room(rows, admitted))
-                    rows += [r for r, _ in admitted]
+                    live = [(i, r) for i, r in enumerate(rows) if not r.done]
+                    cache, mask = _pack([(current, i, r.cached) for i, r in live]
+                                        + [(kv, 0, r.cached) for r, kv in admitted],
+                                        _room([r for _, r in live], admitted))
+                    rows = [r for _, r in live] + [r for r, _ in admitted]
                     admitted = []
                 if not rows:
                     continue
                 mask = self._step(rows, cache, mask)
-                done = {i for i, row in enumerate(rows) if self._finished(row)}
+                done = {i for i, row in enumerate(rows) if not row.done and self._finished(row)}
                 if done:
                     current = _layers(cache)
                     for i in done:
                         n = rows[i].cached
                         self._finish(rows[i], [(k[i:i + 1, :, -n:].clone(), v[i:i + 1, :, -n:].clone())
                                                for k, v in current])
-                    keep = [i for i in range(len(rows)) if i not in done]
-                    if keep:
-                        cache, mask = _pack([(current, i, rows[i].cached) for i in keep],
-                                            _room([rows[i] for i in keep], []))
-                    rows = [rows[i] for i in keep]
+                        rows[i].done = True
+                    # An answered row leaves at the next repack: an episode's next prompt usually comes a few steps
+                    # later and its admission repacks anyway, so leaving now would copy every row's cache twice.
+                    # Until then its slot decodes tokens nobody reads; past half the batch, repack now.
+                    live = [i for i, r in enumerate(rows) if not r.done]
+                    if not live:
+                        rows, cache, mask = [], None, None
+                    elif len(rows) - len(live) > len(live):
+                        cache, mask = _pack([(current, i, rows[i].cached) for i in live],
+                                            _room([rows[i] for i in live], []))
+                        rows = [rows[i] for i in live]
             except BaseException as exc:  # noqa: BLE001 - every unanswered row fails with it; the thread goes on
                 for row in [*rows, *(r for r, _ in admitted)]:
                     if not row.request.future.done():
@@ -263,10 +273,11 @@ class _Batcher:
                              position_ids=torch.tensor([[len(r.tokens) - 1] for r in rows], device=self.device),
                              attention_mask=mask, cache=cache, use_cache=True)
         for row, token in zip(rows, out.logits[:, -1].argmax(-1).tolist()):
-            row.tokens.append(token)
-            row.generated += 1
+            if not row.done:
+                row.tokens.append(token)
+                row.generated += 1
         self.steps += 1
-        self.rows += len(rows)
+        self.rows += sum(not row.done for row in rows)
         return mask
 
     def _finished(self, row: _Row) -> bool:
