@@ -119,6 +119,27 @@ def test_a_request_arriving_mid_reply_joins_the_running_batch(batcher):
     assert batcher.rows > batcher.steps  # the short one was decoded beside the long one, not after it
 
 
+def test_an_answered_row_waits_in_the_batch_for_the_next_turn_which_answers_as_alone(batcher):
+    """A short reply is answered at once; its slot leaves at the next admission (one repack, not two), and neither
+    the rows still decoding nor the next turn see it."""
+    long = prompt_ids(batcher, [{"role": "user", "content": "Observation: a long corridor " * 30}])
+    short = prompt_ids(batcher, [{"role": "user", "content": "Observation: a key."}])
+    answers: dict[str, list[int]] = {}
+    first = threading.Thread(target=lambda: answers.__setitem__("long", batcher.submit(long, 200)))
+    first.start()
+    while batcher.steps < 3:
+        time.sleep(0.001)
+    answers["short"] = batcher.submit(short, 4)  # answered while the long reply goes on
+    rows_then, steps_then = batcher.rows, batcher.steps
+    time.sleep(0.05)  # steps with the answered slot still in the batch: only the live row is counted
+    assert batcher.rows - rows_then == batcher.steps - steps_then or not first.is_alive()
+    follow_up = short + answers["short"] + prompt_ids(batcher, [{"role": "user", "content": "Observation: a door."}])[1:]
+    answers["next"] = batcher.submit(follow_up, 6)  # its admission drops the answered slot
+    first.join()
+    assert answers["long"] == alone(batcher, long, 200)
+    assert answers["short"] == alone(batcher, short, 4) and answers["next"] == alone(batcher, follow_up, 6)
+
+
 def test_a_bad_request_fails_alone(batcher):
     good = prompt_ids(batcher, [{"role": "user", "content": "Observation: a key."}])
     bad = [len(batcher.tokenizer) + 10]  # no such token: the embedding lookup fails
