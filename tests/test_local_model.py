@@ -259,7 +259,7 @@ def test_a_released_model_ends_its_thread_and_frees_its_cached_conversations_and
     batcher = local_model._BATCHERS[(folder, "cpu")]
     assert batcher.prefixes.entries  # the conversation's KV cache is kept for its next turn
     assert local_model.release_local_model(folder) is True
-    batcher.thread.join(timeout=10)
+    # ended when release returns: a thread still freeing tensors at interpreter exit aborts the process
     assert not batcher.thread.is_alive() and not batcher.prefixes.entries
     assert (folder, "cpu") not in local_model._BATCHERS
     assert local_model.release_local_model(folder) is False  # nothing loaded any more

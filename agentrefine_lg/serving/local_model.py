@@ -373,17 +373,21 @@ def _batcher(path: str, device: str) -> _Batcher:
         return _BATCHERS[key]
 
 
-def release_local_model(path: str, device: str = "cpu") -> bool:
+def release_local_model(path: str, device: str = "cpu", *, timeout_s: float = 60.0) -> bool:
     """Let go of the in-process model ``path`` on ``device``: its generation thread ends once idle and its weights
     and cached conversations (up to ``PREFIX_CACHE_BYTES``) are freed. Call it when a process is done with one model
     of many (the method study evaluates nine in turn). A later call of the model loads it again. Returns whether it
-    was loaded."""
+    was loaded, once the generation thread has ended (``timeout_s`` at most)."""
     with _BATCHERS_LOCK:
         batcher = _BATCHERS.pop((path, device), None)
         _load.cache_clear()
     if batcher is None:
         return False
     batcher.close()
+    # Wait for the thread to free its caches: a daemon thread still freeing tensors when the interpreter exits is
+    # killed inside torch's C++ and aborts the process (SIGABRT after a study's last evaluation, measured).
+    if batcher.thread is not threading.current_thread():
+        batcher.thread.join(timeout_s)
     return True
 
 
