@@ -106,3 +106,11 @@ def test_the_teacher_client_keeps_the_sdks_defaults():
     client = turn_http_client(timeout=30)
     assert isinstance(client._transport, TurnTransport) and client.timeout.read == 30
     assert client.follow_redirects is True
+
+
+def test_an_openai_compatible_teacher_sends_through_turns_and_the_embedded_one_makes_no_http_call():
+    from agentrefine_lg.synthesis.teachers import build_teacher
+
+    served = build_teacher(base_url="http://127.0.0.1:9/v1", model="m", api_key="k", mode="one_shot")
+    assert isinstance(served.script_writer.model.http_async_client._transport, TurnTransport)
+    assert not hasattr(build_teacher().script_writer, "model")  # the embedded teacher: nothing to take turns on
